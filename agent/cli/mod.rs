@@ -1,0 +1,217 @@
+//! The command line: parse arguments, run one command, map the outcome to the exit code.
+//!
+//! Exit codes (DESIGN.md): 0 success; 1 invalid manifest or usage, nothing touched; 4 some
+//! resources failed. With `--detailed-exitcodes`: 0 no changes, 2 changes, 4 failures, 6 both.
+
+mod output;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::engine::{self, Options};
+use crate::facts::{self, Facts};
+use crate::host::Host;
+use crate::manifest;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "provision",
+    version,
+    about = "Declarative node provisioning for small scientific clusters"
+)]
+struct Cli {
+    /// More log output on stderr (-v: info, -vv: debug, -vvv: trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Bring this node to the state the manifest describes.
+    Apply(ApplyArgs),
+    /// Show what `apply` would change, with diffs, and change nothing (= apply --check --diff).
+    Plan(ApplyArgs),
+    /// Check a manifest; print every error with file:line:column. Changes nothing.
+    Validate {
+        manifest: PathBuf,
+        /// Print the errors as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the JSON Schema of the manifest format (for editors).
+    Schema,
+    /// Print the facts templates see (hostname, cpus, memory, OS, kernel).
+    Facts {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ApplyArgs {
+    /// The cluster manifest (YAML).
+    manifest: PathBuf,
+    /// The node to reconcile; default: this host's short hostname.
+    #[arg(long, env = "PROVISION_NODE")]
+    node: Option<String>,
+    /// Resolve every managed path under DIR instead of / (a sandbox, an image, a chroot).
+    #[arg(long, default_value = "/", env = "PROVISION_ROOT")]
+    root: PathBuf,
+    /// Check mode: observe and report, write nothing.
+    #[arg(long)]
+    check: bool,
+    /// Show unified diffs of file contents.
+    #[arg(long)]
+    diff: bool,
+    /// Print the report as one JSON object (docs/report.md).
+    #[arg(long)]
+    json: bool,
+    /// Exit 0 no changes, 2 changes, 4 failures, 6 changes and failures.
+    #[arg(long)]
+    detailed_exitcodes: bool,
+}
+
+/// Errors that end a command before any resource runs: nothing was touched, exit 1.
+#[derive(Debug, thiserror::Error)]
+enum UsageError {
+    #[error("{0}")]
+    Manifest(#[from] manifest::Diagnostics),
+    #[error("{0}")]
+    Select(#[from] manifest::SelectError),
+    #[error("{0}")]
+    Cycle(#[from] engine::CycleError),
+    #[error("{0}")]
+    Host(#[from] crate::host::Error),
+    #[error("--root {}: {reason}", .path.display())]
+    Root { path: PathBuf, reason: String },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
+    init_tracing(cli.verbose);
+    match run(cli.command) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("{}: {e}", output::paint(output::Paint::Error, "error"));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn run(command: Command) -> Result<u8, UsageError> {
+    match command {
+        Command::Apply(args) => apply(&args, false),
+        Command::Plan(args) => apply(&args, true),
+        Command::Validate { manifest, json } => validate(&manifest, json),
+        Command::Schema => {
+            let schema = schemars::schema_for!(manifest::model::ManifestFile);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).unwrap_or_default()
+            );
+            Ok(0)
+        }
+        Command::Facts { json } => {
+            let facts = Facts::gather();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&facts).unwrap_or_default()
+                );
+            } else {
+                output::facts(&facts);
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn validate(path: &Path, json: bool) -> Result<u8, UsageError> {
+    match manifest::parse(path) {
+        Ok(m) => {
+            if json {
+                println!("{}", serde_json::json!({"valid": true, "errors": []}));
+            } else {
+                println!(
+                    "{}: valid ({} nodes, {} resources, {} files)",
+                    path.display(),
+                    m.nodes.len(),
+                    m.resources.len(),
+                    m.sources.len()
+                );
+            }
+            Ok(0)
+        }
+        Err(d) if json => {
+            println!("{}", serde_json::json!({"valid": false, "errors": d.0}));
+            Ok(1)
+        }
+        Err(d) => Err(d.into()),
+    }
+}
+
+fn apply(args: &ApplyArgs, plan: bool) -> Result<u8, UsageError> {
+    let manifest = manifest::parse(&args.manifest)?;
+    let facts = Facts::gather();
+    let selection = manifest.select(args.node.as_deref(), &facts::hostname())?;
+    if !args.root.is_dir() {
+        return Err(UsageError::Root {
+            path: args.root.clone(),
+            reason: "is not a directory; create it first".into(),
+        });
+    }
+    let host = Host::new(&args.root)?;
+    let options = Options {
+        check: args.check || plan,
+        diff: args.diff || plan,
+    };
+    let steps = crate::resources::build(&manifest, &selection, &facts);
+    // Only a writing apply takes the lock: check mode writes nothing, not even a lock file.
+    let _lock = if options.check {
+        None
+    } else {
+        Some(host.lock()?)
+    };
+    let report = engine::run(&steps, &host, &selection.node.name, options)?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if args.json {
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        output::report(&mut out, &report, options.diff);
+    }
+    Ok(report.exit_code(args.detailed_exitcodes))
+}

@@ -1,0 +1,150 @@
+//! The engine: order the node's resources, then for each one observe → diff → (check mode stops
+//! here) → apply → observe again, and report. A failed resource does not stop independent ones;
+//! everything that depends on it is skipped and reported as such.
+
+pub mod change;
+mod graph;
+pub mod report;
+pub mod resource;
+
+use std::time::Instant;
+
+use crate::host::Host;
+pub use change::{Change, ContentDiff};
+pub use report::{ChangeEntry, Report, ResourceReport, Status, Summary};
+pub use resource::{Applied, Need, Outcome, Reconcile, Resource};
+
+/// One resource to run: built, or the reason it could not be built (a template that does not
+/// render, say), which fails it without stopping the others.
+pub struct Step {
+    pub id: String,
+    pub after: Vec<String>,
+    pub body: Result<Box<dyn Reconcile>, String>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Check mode: observe and diff only, write nothing.
+    pub check: bool,
+    /// Keep unified diffs of file contents in the report.
+    pub diff: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the resources {} depend on each other in a cycle (through after:, owners, groups or parent directories)\n  hint: remove one of the after: entries, or an owner/group that closes the loop", .0.join(", "))]
+pub struct CycleError(pub Vec<String>);
+
+/// Runs `steps` on `host` and reports. Fails before touching anything if the steps form a cycle.
+pub fn run(
+    steps: &[Step],
+    host: &Host,
+    node: &str,
+    options: Options,
+) -> Result<Report, CycleError> {
+    let started = Instant::now();
+    let vertices: Vec<graph::Vertex<'_>> = steps
+        .iter()
+        .map(|s| graph::Vertex {
+            id: &s.id,
+            after: &s.after,
+            needs: s.body.as_ref().map(|b| b.needs()).unwrap_or_default(),
+        })
+        .collect();
+    let order = graph::order(&vertices).map_err(CycleError)?;
+    let mut reports: Vec<Option<ResourceReport>> = vec![None; steps.len()];
+    for &i in &order.sequence {
+        let step = &steps[i];
+        let t = Instant::now();
+        let blocker = order.deps[i].iter().find(|&&d| {
+            reports[d]
+                .as_ref()
+                .is_some_and(|r| matches!(r.status, Status::Failed | Status::Skipped))
+        });
+        let mut report = ResourceReport {
+            id: step.id.clone(),
+            status: Status::Unchanged,
+            changes: Vec::new(),
+            error: None,
+            skipped_because: None,
+            backups: Vec::new(),
+            duration_ms: 0.0,
+        };
+        if let Some(&d) = blocker {
+            report.status = Status::Skipped;
+            let dep = &steps[d].id;
+            let why = if reports[d]
+                .as_ref()
+                .is_some_and(|r| r.status == Status::Failed)
+            {
+                "failed"
+            } else {
+                "was skipped"
+            };
+            report.skipped_because = Some(format!("{dep} {why}"));
+        } else {
+            let outcome = match &step.body {
+                Ok(body) => body
+                    .reconcile(host, !options.check)
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.clone()),
+            };
+            match outcome {
+                Ok(outcome) => {
+                    if !outcome.changes.is_empty() {
+                        report.status = Status::Changed;
+                    }
+                    report.changes = outcome
+                        .changes
+                        .into_iter()
+                        .map(|mut change| {
+                            if let (Change::Content(d), false) = (&mut change, options.diff) {
+                                d.unified = None;
+                            }
+                            ChangeEntry {
+                                text: change.to_string(),
+                                change,
+                            }
+                        })
+                        .collect();
+                    if let Some(applied) = outcome.applied {
+                        report.backups = applied
+                            .backups
+                            .iter()
+                            .map(|p| p.display().to_string())
+                            .collect();
+                    }
+                }
+                Err(e) => {
+                    report.status = Status::Failed;
+                    report.error = Some(e);
+                }
+            }
+        }
+        report.duration_ms = t.elapsed().as_secs_f64() * 1000.0;
+        tracing::debug!(id = %report.id, status = ?report.status, ms = report.duration_ms, "resource done");
+        reports[i] = Some(report);
+    }
+    let resources: Vec<ResourceReport> = order
+        .sequence
+        .iter()
+        .filter_map(|&i| reports[i].take())
+        .collect();
+    let mut summary = Summary::default();
+    for r in &resources {
+        match r.status {
+            Status::Changed => summary.changed += 1,
+            Status::Unchanged => summary.unchanged += 1,
+            Status::Failed => summary.failed += 1,
+            Status::Skipped => summary.skipped += 1,
+        }
+    }
+    summary.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    Ok(Report {
+        format_version: 1,
+        node: node.to_owned(),
+        root: host.root().dir().display().to_string(),
+        check: options.check,
+        resources,
+        summary,
+    })
+}

@@ -1,0 +1,96 @@
+//! The one trait every resource kind implements, and its object-safe form for the executor.
+
+use std::path::PathBuf;
+
+use super::change::Change;
+use crate::host::{Host, Result};
+
+/// Something this resource needs to exist first. The graph turns these into implicit edges to
+/// whichever resource of this run provides them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Need {
+    User(String),
+    Group(String),
+    /// A directory that must exist: every managed directory at or above it comes first.
+    Directory(String),
+}
+
+/// What an apply did besides the changes: the backups it kept.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub backups: Vec<PathBuf>,
+}
+
+/// One managed thing on the node. Observe and diff never change anything; only `apply` does, and
+/// only the executor decides whether to call it (check mode lives there and nowhere else).
+pub trait Resource {
+    /// What `observe` finds; absence is a value of this type, not an error.
+    type Observed;
+
+    /// `kind:key`, e.g. `file:/etc/hosts`.
+    fn id(&self) -> String;
+
+    /// What must exist first (users, groups, directories).
+    fn needs(&self) -> Vec<Need> {
+        Vec::new()
+    }
+
+    fn observe(&self, host: &Host) -> Result<Self::Observed>;
+
+    /// Pure: the changes that would bring `observed` to the desired state; empty when in sync.
+    fn diff(&self, observed: &Self::Observed) -> Vec<Change>;
+
+    /// Makes the changes. Called only with a non-empty `changes` from `diff(observed)`.
+    fn apply(&self, host: &Host, observed: &Self::Observed, changes: &[Change]) -> Result<Applied>;
+}
+
+/// The outcome of reconciling one resource.
+#[derive(Debug)]
+pub struct Outcome {
+    pub changes: Vec<Change>,
+    pub applied: Option<Applied>,
+}
+
+/// [`Resource`] without its associated type, so resources of every kind fit in one list.
+pub trait Reconcile {
+    fn id(&self) -> String;
+    fn needs(&self) -> Vec<Need>;
+    /// Observe and diff; when `write` is set and something differs, apply, then observe again and
+    /// fail if the node still differs (an apply that does not converge is a bug to report, not to
+    /// hide).
+    fn reconcile(&self, host: &Host, write: bool) -> Result<Outcome>;
+}
+
+impl<R: Resource> Reconcile for R {
+    fn id(&self) -> String {
+        Resource::id(self)
+    }
+
+    fn needs(&self) -> Vec<Need> {
+        Resource::needs(self)
+    }
+
+    fn reconcile(&self, host: &Host, write: bool) -> Result<Outcome> {
+        let observed = self.observe(host)?;
+        let changes = self.diff(&observed);
+        if !write || changes.is_empty() {
+            return Ok(Outcome {
+                changes,
+                applied: None,
+            });
+        }
+        let applied = self.apply(host, &observed, &changes)?;
+        let left = self.diff(&self.observe(host)?);
+        if !left.is_empty() {
+            let left: Vec<String> = left.iter().map(ToString::to_string).collect();
+            return Err(crate::host::Error::Other(format!(
+                "the node still differs after apply: {}",
+                left.join("; ")
+            )));
+        }
+        Ok(Outcome {
+            changes,
+            applied: Some(applied),
+        })
+    }
+}

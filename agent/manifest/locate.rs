@@ -1,0 +1,200 @@
+//! Where each YAML node starts, by its path (`resources[3].file.owner`).
+//!
+//! serde reports a location for the errors it finds, but validation runs on typed values that no
+//! longer know where they came from. This index, built from the same text by the YAML parser's
+//! event stream, gives every semantic error its file:line:column without wrapping every field of
+//! the model in a span type.
+
+use std::collections::HashMap;
+
+use serde_saphyr::granit_parser::{Event, Parser};
+
+/// A 1-based line and column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub line: usize,
+    pub column: usize,
+}
+
+/// Start positions of every node, keyed by YAML path.
+#[derive(Debug, Default)]
+pub struct LocationIndex {
+    values: HashMap<String, Position>,
+}
+
+enum Frame {
+    Map { path: String, key: Option<String> },
+    Seq { path: String, next: usize },
+}
+
+impl Frame {
+    /// The path of the child that the next value event belongs to.
+    fn child_path(&self) -> Option<String> {
+        match self {
+            Frame::Map { key: None, .. } => None,
+            Frame::Map { path, key: Some(k) } => Some(join_key(path, k)),
+            Frame::Seq { path, next } => Some(format!("{path}[{next}]")),
+        }
+    }
+
+    /// A value has been consumed: a map expects its next key, a sequence its next item.
+    fn advance(&mut self) {
+        match self {
+            Frame::Map { key, .. } => *key = None,
+            Frame::Seq { next, .. } => *next += 1,
+        }
+    }
+}
+
+/// `a` + `b` → `a.b`, the root being the empty path.
+pub fn join_key(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+impl LocationIndex {
+    /// Indexes `text`. Text that does not parse gives a partial index: serde reports the syntax
+    /// error itself, with its own location.
+    pub fn build(text: &str) -> LocationIndex {
+        let mut index = LocationIndex::default();
+        let mut stack: Vec<Frame> = Vec::new();
+        for event in Parser::new_from_str(text) {
+            let Ok((event, span)) = event else { break };
+            let here = Position {
+                line: span.start.line(),
+                column: span.start.col() + 1,
+            };
+            match event {
+                Event::Scalar(value, ..) => match stack.last_mut() {
+                    Some(Frame::Map {
+                        path,
+                        key: key @ None,
+                    }) => {
+                        index.values.entry(join_key(path, &value)).or_insert(here);
+                        *key = Some(value.into_owned());
+                    }
+                    Some(frame) => {
+                        if let Some(path) = frame.child_path() {
+                            index.values.insert(path, here);
+                        }
+                        frame.advance();
+                    }
+                    None => {}
+                },
+                Event::MappingStart(..) | Event::SequenceStart(..) => {
+                    let path = match stack.last() {
+                        Some(frame) => frame.child_path().unwrap_or_default(),
+                        None => String::new(),
+                    };
+                    index.values.insert(path.clone(), here);
+                    stack.push(if matches!(event, Event::MappingStart(..)) {
+                        Frame::Map { path, key: None }
+                    } else {
+                        Frame::Seq { path, next: 0 }
+                    });
+                }
+                Event::MappingEnd | Event::SequenceEnd => {
+                    stack.pop();
+                    if let Some(parent) = stack.last_mut() {
+                        parent.advance();
+                    }
+                }
+                Event::Alias(..) => {
+                    if let Some(frame) = stack.last_mut() {
+                        if let Some(path) = frame.child_path() {
+                            index.values.insert(path, here);
+                        }
+                        frame.advance();
+                    }
+                }
+                _ => {}
+            }
+        }
+        index
+    }
+
+    /// The deepest path that starts exactly at `pos`, if any.
+    pub fn path_at(&self, pos: Position) -> Option<String> {
+        self.values
+            .iter()
+            .filter(|(_, p)| **p == pos)
+            .map(|(path, _)| path)
+            .max_by_key(|path| path.len())
+            .cloned()
+    }
+
+    /// The position of `path`, or of its nearest ancestor that was written (a missing field is
+    /// reported where its parent starts).
+    pub fn locate(&self, path: &str) -> Position {
+        let mut path = path;
+        loop {
+            if let Some(pos) = self.values.get(path) {
+                return *pos;
+            }
+            match path.rfind(['.', '[']) {
+                Some(cut) => path = &path[..cut],
+                None => {
+                    return self
+                        .values
+                        .get("")
+                        .copied()
+                        .unwrap_or(Position { line: 1, column: 1 });
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC: &str = "\
+nodes:
+  - name: master
+    address: 10.0.0.1
+resources:
+  - file:
+      path: /etc/x
+      mode: \"0644\"
+  - user: {name: pyme, groups: [video, render]}
+";
+
+    fn at(line: usize, column: usize) -> Position {
+        Position { line, column }
+    }
+
+    #[test]
+    fn block_values_are_found_where_they_start() {
+        let index = LocationIndex::build(DOC);
+        assert_eq!(index.locate("nodes[0].name"), at(2, 11));
+        assert_eq!(index.locate("nodes[0].address"), at(3, 14));
+        assert_eq!(index.locate("resources[0].file.mode"), at(7, 13));
+    }
+
+    #[test]
+    fn flow_values_are_found() {
+        let index = LocationIndex::build(DOC);
+        assert_eq!(index.locate("resources[1].user.name"), at(8, 17));
+        assert_eq!(index.locate("resources[1].user.groups[1]"), at(8, 38));
+    }
+
+    #[test]
+    fn a_missing_path_falls_back_to_its_nearest_ancestor() {
+        let index = LocationIndex::build(DOC);
+        assert_eq!(
+            index.locate("resources[0].file.owner"),
+            index.locate("resources[0].file")
+        );
+        assert_eq!(index.locate("nowhere.at.all"), at(1, 1));
+    }
+
+    #[test]
+    fn broken_text_gives_a_partial_index() {
+        let index = LocationIndex::build("nodes:\n  - name: a\n  bad: [\n");
+        assert_eq!(index.locate("nodes[0].name"), at(2, 11));
+    }
+}

@@ -1,0 +1,117 @@
+//! The cluster manifest: parse (typed, `deny_unknown_fields`), validate (every error at once, each
+//! with file:line:column), then select one node's resources.
+//!
+//! Guarantee: [`parse`] either returns a manifest that passed every check or the complete list of
+//! what is wrong with it. It reads the manifest files and the template/source files they name, and
+//! nothing else.
+
+mod diagnostic;
+mod load;
+mod locate;
+pub mod model;
+mod select;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use diagnostic::{Diagnostic, Diagnostics};
+pub use locate::{LocationIndex, Position};
+pub use select::{NodeSelection, SelectError};
+
+use model::{Cluster, Node, ResourceSpec};
+
+/// One file the manifest was read from.
+#[derive(Debug)]
+pub struct SourceFile {
+    pub path: PathBuf,
+    /// The file's folder: `template:` and `source:` paths in this file are relative to it.
+    pub dir: PathBuf,
+    pub index: LocationIndex,
+}
+
+/// Where a value was written: which file, which YAML path.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub file: usize,
+    pub path: String,
+}
+
+/// A value and where it was written.
+#[derive(Debug, Clone)]
+pub struct Located<T> {
+    pub value: T,
+    pub origin: Origin,
+}
+
+/// The whole cluster, merged from the top file and its includes.
+#[derive(Debug, Default)]
+pub struct Manifest {
+    pub sources: Vec<SourceFile>,
+    pub cluster: Option<Located<Cluster>>,
+    pub vars: BTreeMap<String, Located<serde_json::Value>>,
+    pub nodes: Vec<Located<Node>>,
+    pub resources: Vec<Located<ResourceSpec>>,
+}
+
+/// Reads, parses and validates the manifest at `path` and the files it includes.
+pub fn parse(path: &Path) -> Result<Manifest, Diagnostics> {
+    let mut errors = Vec::new();
+    let manifest = load::load(path, &mut errors);
+    if errors.is_empty() {
+        validate::validate(&manifest, &mut errors);
+    }
+    if errors.is_empty() {
+        Ok(manifest)
+    } else {
+        Err(Diagnostics(errors))
+    }
+}
+
+impl Manifest {
+    /// An error at `origin` + `sub` (a path below it, `""` for the value itself).
+    pub fn diagnostic(
+        &self,
+        origin: &Origin,
+        sub: &str,
+        message: String,
+        hint: Option<String>,
+    ) -> Diagnostic {
+        let source = &self.sources[origin.file];
+        let yaml_path = if sub.is_empty() {
+            origin.path.clone()
+        } else if sub.starts_with('[') {
+            format!("{}{sub}", origin.path)
+        } else {
+            locate::join_key(&origin.path, sub)
+        };
+        let Position { line, column } = source.index.locate(&yaml_path);
+        Diagnostic {
+            file: source.path.clone(),
+            line,
+            column,
+            yaml_path,
+            message,
+            hint,
+        }
+    }
+
+    /// `file:line:column` of `origin`, for messages that point at a second place.
+    pub fn describe(&self, origin: &Origin) -> String {
+        let source = &self.sources[origin.file];
+        let Position { line, column } = source.index.locate(&origin.path);
+        format!("{}:{line}:{column}", source.path.display())
+    }
+
+    /// The folder that relative `template:`/`source:` paths of a resource are resolved against.
+    pub fn dir_of(&self, origin: &Origin) -> &Path {
+        &self.sources[origin.file].dir
+    }
+
+    /// The cluster's DNS domain, if the manifest sets one.
+    pub fn domain(&self) -> Option<&str> {
+        self.cluster
+            .as_ref()
+            .and_then(|c| c.value.domain.as_deref())
+    }
+}

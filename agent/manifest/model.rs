@@ -1,0 +1,407 @@
+//! The manifest as written: one serde + JSON Schema definition per YAML shape.
+//!
+//! These types hold only what the user wrote. Defaults that depend on other parts of the manifest
+//! (a user's home, the node a resource runs on) are resolved later, in [`super::resolve`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Free-form template variables (`vars:` at cluster or node level).
+pub type Vars = BTreeMap<String, serde_json::Value>;
+
+/// One manifest file. The top-level file and every file it `include:`s share this shape.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestFile {
+    /// Further manifest files, relative to this file's folder. Their nodes, vars and resources are
+    /// added to this file's.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Cluster-wide settings.
+    #[serde(default)]
+    pub cluster: Option<Cluster>,
+    /// Template variables for every node. A node's own `vars` override these.
+    #[serde(default)]
+    pub vars: Vars,
+    /// Every machine of the cluster.
+    #[serde(default)]
+    pub nodes: Vec<Node>,
+    /// What every node (or the nodes and roles each resource names) should look like.
+    #[serde(default)]
+    pub resources: Vec<ResourceSpec>,
+}
+
+/// Cluster-wide settings.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// A name for the cluster, available to templates as `cluster.name`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// DNS domain of the cluster network: `hosts` writes `node.domain node` for every node.
+    #[serde(default)]
+    pub domain: Option<String>,
+}
+
+/// One machine of the cluster.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    /// Short hostname; `provision apply` picks the node whose name is the host's short hostname
+    /// unless `--node` says otherwise.
+    pub name: String,
+    /// The node's address on the cluster network (IPv4 or IPv6).
+    pub address: String,
+    /// More names for this node in `/etc/hosts`.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Roles this node plays (e.g. `master`, `worker`); resources name the roles they apply to.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Template variables for this node only.
+    #[serde(default)]
+    pub vars: Vars,
+}
+
+/// One resource. Written as a one-key map: `- file: {...}`, `- user: {...}`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ResourceSpec {
+    /// A directory (created with its parents).
+    Directory(DirectorySpec),
+    /// A whole file: inline content, a template, or a copy of a source file.
+    File(FileSpec),
+    /// A marked block of cluster nodes in `/etc/hosts`; every other line is kept byte for byte.
+    Hosts(HostsSpec),
+    /// A local user account (in the root's `/etc/passwd`, `/etc/shadow`, `/etc/group`).
+    User(UserSpec),
+    /// A local group (in the root's `/etc/group`).
+    Group(GroupSpec),
+}
+
+/// `present` (the default) or `absent`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    #[default]
+    Present,
+    Absent,
+}
+
+/// A directory.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DirectorySpec {
+    /// Absolute path.
+    pub path: String,
+    /// Owner (a user name); default: left as it is, `root` for a new directory.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Group (a group name); default: left as it is, `root` for a new directory.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Permissions as a quoted octal string, e.g. `"0755"`; default: left as it is, `0755` new.
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    /// Apply only on nodes with one of these roles. With `nodes` also empty: every node.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Apply only on these nodes (by name).
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// Resource ids (`kind:key`, e.g. `user:pyme`) this resource must come after.
+    #[serde(default)]
+    pub after: Vec<String>,
+}
+
+/// A file.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    /// Absolute path.
+    pub path: String,
+    /// `present` (default) or `absent` (the file is removed, after a backup).
+    #[serde(default)]
+    pub state: State,
+    /// The file's content, written as it is.
+    #[serde(default)]
+    pub content: Option<String>,
+    /// A Tera template: a path relative to the manifest's folder, or the name of a template shipped
+    /// with provision (`templates/` in the source tree, built into the binary).
+    #[serde(default)]
+    pub template: Option<String>,
+    /// A file to copy, relative to the manifest's folder.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Owner (a user name); default: left as it is, `root` for a new file.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Group (a group name); default: left as it is, `root` for a new file.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Permissions as a quoted octal string, e.g. `"0644"`; default: left as it is, `0644` new.
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    /// A command run on the new content before it replaces the file; `%s` is the temporary file's
+    /// path. A non-zero exit leaves the old file in place and fails the resource.
+    #[serde(default)]
+    pub validate: Option<String>,
+    /// The content is secret: never shown in diffs, reports or logs, and no backup is kept.
+    #[serde(default)]
+    pub sensitive: bool,
+    /// Apply only on nodes with one of these roles. With `nodes` also empty: every node.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Apply only on these nodes (by name).
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// Resource ids (`kind:key`, e.g. `user:pyme`) this resource must come after.
+    #[serde(default)]
+    pub after: Vec<String>,
+}
+
+/// What to do with Debian's `127.0.1.1 <hostname>` line, which makes PYME advertise an address no
+/// other node can reach.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LoopbackHostname {
+    /// Leave the line alone.
+    #[default]
+    Keep,
+    /// Comment the line out (the hostname then resolves through the managed block or DNS).
+    Remove,
+    /// Map the hostname to this node's cluster address in place of 127.0.1.1.
+    Static,
+}
+
+/// `/etc/hosts` with a managed block of cluster nodes.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostsSpec {
+    /// The hosts file; default `/etc/hosts`.
+    #[serde(default = "default_hosts_path")]
+    pub path: String,
+    /// Write one line per cluster node (default true).
+    #[serde(default = "yes")]
+    pub cluster_nodes: bool,
+    /// More lines for the managed block.
+    #[serde(default)]
+    pub extra: Vec<HostEntry>,
+    /// What to do with the Debian `127.0.1.1 <hostname>` line.
+    #[serde(default)]
+    pub loopback_hostname: LoopbackHostname,
+    /// Apply only on nodes with one of these roles. With `nodes` also empty: every node.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Apply only on these nodes (by name).
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// Resource ids (`kind:key`, e.g. `user:pyme`) this resource must come after.
+    #[serde(default)]
+    pub after: Vec<String>,
+}
+
+/// One extra `/etc/hosts` line.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostEntry {
+    /// IPv4 or IPv6 address.
+    pub address: String,
+    /// Canonical name first, then aliases.
+    pub names: Vec<String>,
+}
+
+/// A local user.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserSpec {
+    /// Login name.
+    pub name: String,
+    /// `present` (default) or `absent`.
+    #[serde(default)]
+    pub state: State,
+    /// Numeric user id; default: the next free id (system range 100-999 for `system: true`,
+    /// 1000-59999 otherwise).
+    #[serde(default)]
+    pub uid: Option<u32>,
+    /// Primary group; default: a group with the user's name, created with it.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Supplementary groups. The user's membership of exactly these groups is managed.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Home directory; default `/home/<name>`.
+    #[serde(default)]
+    pub home: Option<String>,
+    /// Login shell; default `/usr/sbin/nologin` for system users, `/bin/bash` otherwise.
+    #[serde(default)]
+    pub shell: Option<String>,
+    /// The GECOS comment field.
+    #[serde(default)]
+    pub comment: Option<String>,
+    /// A system account (ids below 1000, for services such as PYME's servers).
+    #[serde(default)]
+    pub system: bool,
+    /// Create the home directory, owned by the user, mode 0750 (default true).
+    #[serde(default = "yes")]
+    pub create_home: bool,
+    /// Apply only on nodes with one of these roles. With `nodes` also empty: every node.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Apply only on these nodes (by name).
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// Resource ids (`kind:key`, e.g. `user:pyme`) this resource must come after.
+    #[serde(default)]
+    pub after: Vec<String>,
+}
+
+/// A local group.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSpec {
+    /// Group name.
+    pub name: String,
+    /// `present` (default) or `absent`.
+    #[serde(default)]
+    pub state: State,
+    /// Numeric group id; default: the next free id.
+    #[serde(default)]
+    pub gid: Option<u32>,
+    /// A system group (id below 1000).
+    #[serde(default)]
+    pub system: bool,
+    /// Apply only on nodes with one of these roles. With `nodes` also empty: every node.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Apply only on these nodes (by name).
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// Resource ids (`kind:key`, e.g. `user:pyme`) this resource must come after.
+    #[serde(default)]
+    pub after: Vec<String>,
+}
+
+/// The fields every resource kind shares, borrowed.
+pub struct Scope<'a> {
+    pub roles: &'a [String],
+    pub nodes: &'a [String],
+    pub after: &'a [String],
+}
+
+impl ResourceSpec {
+    /// The kind as written in the manifest (`file`, `user`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ResourceSpec::Directory(_) => "directory",
+            ResourceSpec::File(_) => "file",
+            ResourceSpec::Hosts(_) => "hosts",
+            ResourceSpec::User(_) => "user",
+            ResourceSpec::Group(_) => "group",
+        }
+    }
+
+    /// What names this resource among its kind: a path or an account name.
+    pub fn key(&self) -> &str {
+        match self {
+            ResourceSpec::Directory(d) => &d.path,
+            ResourceSpec::File(f) => &f.path,
+            ResourceSpec::Hosts(h) => &h.path,
+            ResourceSpec::User(u) => &u.name,
+            ResourceSpec::Group(g) => &g.name,
+        }
+    }
+
+    /// The resource id, `kind:key`, used by `after:` and in reports.
+    pub fn id(&self) -> String {
+        format!("{}:{}", self.kind(), self.key())
+    }
+
+    /// Where it applies and what it comes after.
+    pub fn scope(&self) -> Scope<'_> {
+        macro_rules! scope {
+            ($s:expr) => {
+                Scope {
+                    roles: &$s.roles,
+                    nodes: &$s.nodes,
+                    after: &$s.after,
+                }
+            };
+        }
+        match self {
+            ResourceSpec::Directory(s) => scope!(s),
+            ResourceSpec::File(s) => scope!(s),
+            ResourceSpec::Hosts(s) => scope!(s),
+            ResourceSpec::User(s) => scope!(s),
+            ResourceSpec::Group(s) => scope!(s),
+        }
+    }
+}
+
+fn default_hosts_path() -> String {
+    "/etc/hosts".to_owned()
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// File permissions, written in the manifest as a quoted octal string (`"0644"`).
+///
+/// A bare YAML integer is refused: `0644` means 420 under YAML 1.1 and 644 under YAML 1.2, and a
+/// mode that silently means something else is how files end up world-writable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[schemars(with = "String")]
+pub struct Mode(pub u32);
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04o}", self.0)
+    }
+}
+
+impl Mode {
+    /// Parses `"644"`, `"0644"` or `"0o644"`.
+    pub fn parse(text: &str) -> Result<Mode, String> {
+        let digits = text.strip_prefix("0o").unwrap_or(text);
+        if digits.is_empty()
+            || digits.len() > 4
+            || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
+        {
+            return Err(format!(
+                "invalid mode {text:?}: expected 3 or 4 octal digits, e.g. \"0644\""
+            ));
+        }
+        u32::from_str_radix(digits, 8)
+            .map(Mode)
+            .map_err(|e| format!("invalid mode {text:?}: {e}"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Mode {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Mode, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Mode;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a quoted octal mode such as \"0644\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Mode, E> {
+                Mode::parse(v).map_err(E::custom)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Mode, E> {
+                Err(E::custom(format!(
+                    "mode must be a quoted octal string such as \"0644\", not the number {v}: \
+                     YAML reads unquoted 0644 differently depending on its version"
+                )))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Mode, E> {
+                self.visit_u64(v.unsigned_abs())
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}

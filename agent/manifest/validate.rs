@@ -1,0 +1,604 @@
+//! Every check a manifest must pass before anything is touched. Each check adds to one list, so a
+//! user sees all problems in one run instead of fixing them one at a time.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::path::{Component, Path};
+
+use super::diagnostic::Diagnostic;
+use super::model::{ResourceSpec, State};
+use super::{Manifest, Origin};
+
+pub fn validate(m: &Manifest, errors: &mut Vec<Diagnostic>) {
+    let mut v = Validator { m, errors };
+    v.cluster();
+    v.nodes();
+    v.resources();
+    v.references();
+    v.cycles();
+}
+
+struct Validator<'a> {
+    m: &'a Manifest,
+    errors: &'a mut Vec<Diagnostic>,
+}
+
+/// A hostname: dot-separated RFC 1123 labels (letters, digits, hyphens; no leading or trailing
+/// hyphen; 1-63 characters each; 253 in all).
+pub fn is_hostname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// A user or group name as `useradd` accepts it by default.
+pub fn is_account_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b'a'..=b'z' | b'_'))
+        && name.len() <= 32
+        && name
+            .trim_end_matches('$')
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Why `path` cannot name a managed file, if it cannot.
+pub fn path_problem(path: &str) -> Option<&'static str> {
+    let p = Path::new(path);
+    if !p.is_absolute() {
+        return Some("is not an absolute path");
+    }
+    if p.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Some("contains `..`, which could leave the managed root");
+    }
+    if path
+        .split('/')
+        .skip(1)
+        .any(|part| part == "." || part.is_empty())
+        && path != "/"
+    {
+        return Some("contains an empty or `.` component");
+    }
+    if path == "/" {
+        return Some("is the root directory itself");
+    }
+    if path.contains('\0') {
+        return Some("contains a NUL byte");
+    }
+    None
+}
+
+impl Validator<'_> {
+    fn error(&mut self, origin: &Origin, sub: &str, message: String, hint: &str) {
+        let d = self
+            .m
+            .diagnostic(origin, sub, message, Some(hint.to_owned()));
+        self.errors.push(d);
+    }
+
+    fn cluster(&mut self) {
+        let Some(cluster) = &self.m.cluster else {
+            return;
+        };
+        if let Some(domain) = &cluster.value.domain
+            && !is_hostname(domain)
+        {
+            self.error(
+                &cluster.origin,
+                "domain",
+                format!("`{domain}` is not a valid DNS domain"),
+                "use letters, digits, hyphens and dots, e.g. cluster.lan",
+            );
+        }
+    }
+
+    fn nodes(&mut self) {
+        let mut names: HashMap<&str, &Origin> = HashMap::new();
+        let mut addresses: HashMap<IpAddr, &Origin> = HashMap::new();
+        if self.m.nodes.is_empty() && !self.m.sources.is_empty() {
+            let origin = Origin {
+                file: 0,
+                path: String::new(),
+            };
+            self.error(
+                &origin,
+                "",
+                "the manifest lists no nodes".into(),
+                "add a nodes: list with at least this machine (name: its short hostname, address: its cluster IP)",
+            );
+        }
+        for node in &self.m.nodes {
+            let n = &node.value;
+            if !is_hostname(&n.name) || n.name.contains('.') {
+                self.error(
+                    &node.origin,
+                    "name",
+                    format!("`{}` is not a valid short hostname", n.name),
+                    "use the node's short hostname: letters, digits and hyphens, no dots",
+                );
+            } else if let Some(first) = names.insert(&n.name, &node.origin) {
+                let first = self.m.describe(first);
+                self.error(
+                    &node.origin,
+                    "name",
+                    format!("node `{}` is already defined at {first}", n.name),
+                    "give every node a unique name",
+                );
+            }
+            match n.address.parse::<IpAddr>() {
+                Ok(ip) => {
+                    if let Some(first) = addresses.insert(ip, &node.origin) {
+                        let first = self.m.describe(first);
+                        self.error(
+                            &node.origin,
+                            "address",
+                            format!("address {ip} is already used by the node at {first}"),
+                            "give every node its own cluster address",
+                        );
+                    }
+                }
+                Err(_) => self.error(
+                    &node.origin,
+                    "address",
+                    format!("`{}` is not an IPv4 or IPv6 address", n.address),
+                    "write the node's cluster address, e.g. 10.0.0.11",
+                ),
+            }
+            for (i, alias) in n.aliases.iter().enumerate() {
+                if !is_hostname(alias) {
+                    self.error(
+                        &node.origin,
+                        &format!("aliases[{i}]"),
+                        format!("`{alias}` is not a valid hostname"),
+                        "use letters, digits, hyphens and dots",
+                    );
+                }
+            }
+            for (i, role) in n.roles.iter().enumerate() {
+                if role.is_empty() || role.contains(char::is_whitespace) {
+                    self.error(
+                        &node.origin,
+                        &format!("roles[{i}]"),
+                        format!("`{role}` is not a valid role name"),
+                        "use a single word such as master or worker",
+                    );
+                }
+            }
+        }
+    }
+
+    fn resources(&mut self) {
+        for r in &self.m.resources {
+            let o = &r.origin;
+            let kind = r.value.kind();
+            match &r.value {
+                ResourceSpec::Directory(d) => self.path(o, kind, &d.path),
+                ResourceSpec::File(f) => {
+                    self.path(o, kind, &f.path);
+                    let sources = [
+                        f.content.is_some(),
+                        f.template.is_some(),
+                        f.source.is_some(),
+                    ]
+                    .iter()
+                    .filter(|b| **b)
+                    .count();
+                    match (f.state, sources) {
+                        (State::Present, 0) => self.error(
+                            o,
+                            kind,
+                            format!("file {} has no content", f.path),
+                            "give exactly one of content:, template: or source: (or state: absent)",
+                        ),
+                        (State::Present, 2..) => self.error(
+                            o,
+                            kind,
+                            format!(
+                                "file {} has more than one of content:, template:, source:",
+                                f.path
+                            ),
+                            "keep exactly one of them",
+                        ),
+                        (State::Absent, 1..) => self.error(
+                            o,
+                            kind,
+                            format!("file {} is state: absent but also has content", f.path),
+                            "remove content:/template:/source:, or drop state: absent",
+                        ),
+                        _ => {}
+                    }
+                    let dir = self.m.dir_of(o);
+                    if let Some(name) = &f.template
+                        && !crate::template::exists(dir, name)
+                    {
+                        self.error(
+                            o,
+                            &format!("{kind}.template"),
+                            format!(
+                                "template `{name}` not found in {} nor among the shipped templates",
+                                dir.display()
+                            ),
+                            &format!(
+                                "shipped templates: {}",
+                                crate::template::builtin_names().join(", ")
+                            ),
+                        );
+                    }
+                    if let Some(source) = &f.source
+                        && !dir.join(source).is_file()
+                    {
+                        self.error(
+                            o,
+                            &format!("{kind}.source"),
+                            format!("source file {} does not exist", dir.join(source).display()),
+                            "source: paths are relative to the manifest's folder",
+                        );
+                    }
+                    if let Some(cmd) = &f.validate
+                        && !cmd.contains("%s")
+                    {
+                        self.error(
+                            o,
+                            &format!("{kind}.validate"),
+                            format!("validate command `{cmd}` has no %s"),
+                            "put %s where the command takes the file to check, e.g. `visudo -cf %s`",
+                        );
+                    }
+                }
+                ResourceSpec::Hosts(h) => {
+                    self.path(o, kind, &h.path);
+                    for (i, e) in h.extra.iter().enumerate() {
+                        let at = format!("{kind}.extra[{i}]");
+                        if e.address.parse::<IpAddr>().is_err() {
+                            self.error(
+                                o,
+                                &format!("{at}.address"),
+                                format!("`{}` is not an IPv4 or IPv6 address", e.address),
+                                "write an address such as 10.0.0.5 or fd00::5",
+                            );
+                        }
+                        if e.names.is_empty() {
+                            self.error(
+                                o,
+                                &at,
+                                "a hosts entry needs at least one name".into(),
+                                "add names: [host]",
+                            );
+                        }
+                        for (j, name) in e.names.iter().enumerate() {
+                            if !is_hostname(name) {
+                                self.error(
+                                    o,
+                                    &format!("{at}.names[{j}]"),
+                                    format!("`{name}` is not a valid hostname"),
+                                    "use letters, digits, hyphens and dots",
+                                );
+                            }
+                        }
+                    }
+                }
+                ResourceSpec::User(u) => {
+                    self.account_name(o, kind, &u.name);
+                    for (field, value) in [("home", &u.home), ("shell", &u.shell)] {
+                        if let Some(p) = value
+                            && let Some(problem) = path_problem(p)
+                        {
+                            self.error(
+                                o,
+                                &format!("{kind}.{field}"),
+                                format!("{field} `{p}` {problem}"),
+                                "write an absolute path such as /home/pyme",
+                            );
+                        }
+                    }
+                    if let Some(c) = &u.comment
+                        && (c.contains(':') || c.contains('\n'))
+                    {
+                        self.error(
+                            o,
+                            &format!("{kind}.comment"),
+                            "comment contains `:` or a newline, which would corrupt /etc/passwd"
+                                .into(),
+                            "remove the colon or newline",
+                        );
+                    }
+                }
+                ResourceSpec::Group(g) => self.account_name(o, kind, &g.name),
+            }
+            self.scope_refs(r.value.scope(), o, kind);
+        }
+        self.duplicates();
+    }
+
+    fn path(&mut self, origin: &Origin, kind: &str, path: &str) {
+        if let Some(problem) = path_problem(path) {
+            self.error(
+                origin,
+                &format!("{kind}.path"),
+                format!("path `{path}` {problem}"),
+                "write the absolute path the file has on the node, e.g. /etc/PYME/config.yaml; --root decides where it lands",
+            );
+        }
+    }
+
+    fn account_name(&mut self, origin: &Origin, kind: &str, name: &str) {
+        if !is_account_name(name) {
+            self.error(
+                origin,
+                &format!("{kind}.name"),
+                format!("`{name}` is not a valid {kind} name"),
+                "start with a lowercase letter or _, then lowercase letters, digits, _ or -, at most 32 characters",
+            );
+        }
+    }
+
+    fn scope_refs(&mut self, scope: super::model::Scope<'_>, origin: &Origin, kind: &str) {
+        let roles: BTreeSet<&str> = self
+            .m
+            .nodes
+            .iter()
+            .flat_map(|n| n.value.roles.iter().map(String::as_str))
+            .collect();
+        for (i, role) in scope.roles.iter().enumerate() {
+            if !roles.contains(role.as_str()) {
+                self.error(
+                    origin,
+                    &format!("{kind}.roles[{i}]"),
+                    format!("no node has the role `{role}`"),
+                    &format!(
+                        "known roles: {}",
+                        roles.iter().copied().collect::<Vec<_>>().join(", ")
+                    ),
+                );
+            }
+        }
+        for (i, name) in scope.nodes.iter().enumerate() {
+            if !self.m.nodes.iter().any(|n| &n.value.name == name) {
+                self.error(
+                    origin,
+                    &format!("{kind}.nodes[{i}]"),
+                    format!("no node is named `{name}`"),
+                    "name a node from the nodes: list",
+                );
+            }
+        }
+    }
+
+    /// Two resources with the same id may coexist only if no node gets both.
+    fn duplicates(&mut self) {
+        let mut seen: BTreeMap<String, Vec<(usize, BTreeSet<usize>)>> = BTreeMap::new();
+        for (i, r) in self.m.resources.iter().enumerate() {
+            let nodes = super::select::nodes_of(self.m, &r.value);
+            let id = r.value.id();
+            let clash = seen.get(&id).and_then(|prev| {
+                prev.iter()
+                    .find(|(_, n)| !n.is_disjoint(&nodes))
+                    .map(|p| p.0)
+            });
+            if let Some(first) = clash {
+                let first_at = self.m.describe(&self.m.resources[first].origin);
+                let kind = r.value.kind();
+                self.error(
+                    &r.origin,
+                    kind,
+                    format!("{id} is already defined at {first_at} for some of the same nodes"),
+                    "merge the two, or scope them to different roles or nodes",
+                );
+            }
+            seen.entry(id).or_default().push((i, nodes));
+        }
+    }
+
+    /// `after:`, owners, groups and supplementary groups must name things the manifest defines.
+    fn references(&mut self) {
+        let ids: BTreeSet<String> = self.m.resources.iter().map(|r| r.value.id()).collect();
+        let users: BTreeSet<&str> = self
+            .m
+            .resources
+            .iter()
+            .filter_map(|r| match &r.value {
+                ResourceSpec::User(u) if u.state == State::Present => Some(u.name.as_str()),
+                _ => None,
+            })
+            .chain(["root"])
+            .collect();
+        let groups: BTreeSet<&str> = self
+            .m
+            .resources
+            .iter()
+            .filter_map(|r| match &r.value {
+                ResourceSpec::Group(g) if g.state == State::Present => Some(g.name.as_str()),
+                ResourceSpec::User(u) if u.state == State::Present && u.group.is_none() => {
+                    Some(u.name.as_str())
+                }
+                _ => None,
+            })
+            .chain(["root"])
+            .collect();
+        for r in &self.m.resources {
+            let o = &r.origin;
+            let kind = r.value.kind();
+            for (i, after) in r.value.scope().after.iter().enumerate() {
+                if !ids.contains(after) {
+                    self.error(
+                        o,
+                        &format!("{kind}.after[{i}]"),
+                        format!("`{after}` is not a resource in this manifest"),
+                        "refer to resources as kind:key, e.g. user:pyme or file:/etc/PYME/config.yaml",
+                    );
+                }
+            }
+            let (owner, group) = match &r.value {
+                ResourceSpec::Directory(d) => (d.owner.as_deref(), d.group.as_deref()),
+                ResourceSpec::File(f) => (f.owner.as_deref(), f.group.as_deref()),
+                _ => (None, None),
+            };
+            if let Some(owner) = owner
+                && !users.contains(owner)
+            {
+                self.error(
+                    o,
+                    &format!("{kind}.owner"),
+                    format!("owner `{owner}` is not a user this manifest defines"),
+                    "add a `user:` resource for it (an existing account is left as it is), or use root",
+                );
+            }
+            if let Some(group) = group
+                && !groups.contains(group)
+            {
+                self.error(
+                    o,
+                    &format!("{kind}.group"),
+                    format!("group `{group}` is not a group this manifest defines"),
+                    "add a `group:` resource for it (an existing group is left as it is), or use root",
+                );
+            }
+            if let ResourceSpec::User(u) = &r.value {
+                if let Some(g) = &u.group
+                    && !groups.contains(g.as_str())
+                {
+                    self.error(
+                        o,
+                        "user.group",
+                        format!("primary group `{g}` is not a group this manifest defines"),
+                        "add a `group:` resource for it, or leave group: out to get a group named after the user",
+                    );
+                }
+                for (i, g) in u.groups.iter().enumerate() {
+                    if !groups.contains(g.as_str()) {
+                        self.error(
+                            o,
+                            &format!("user.groups[{i}]"),
+                            format!("group `{g}` is not a group this manifest defines"),
+                            "add a `group:` resource for it; an existing group such as video is adopted as it is",
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// `after:` must not loop. Reported once per loop, at the resource that closes it.
+    fn cycles(&mut self) {
+        let ids: Vec<String> = self.m.resources.iter().map(|r| r.value.id()).collect();
+        let mut edges: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for (i, r) in self.m.resources.iter().enumerate() {
+            edges
+                .entry(ids[i].as_str())
+                .or_default()
+                .extend(r.value.scope().after.iter().map(String::as_str));
+        }
+        let mut state: HashMap<&str, u8> = HashMap::new(); // 1 = on the path, 2 = done
+        let mut reported = BTreeSet::new();
+        for start in edges.keys().copied().collect::<Vec<_>>() {
+            let mut path: Vec<&str> = Vec::new();
+            self.visit(start, &edges, &mut state, &mut path, &mut reported, &ids);
+        }
+    }
+
+    fn visit<'a>(
+        &mut self,
+        node: &'a str,
+        edges: &BTreeMap<&'a str, BTreeSet<&'a str>>,
+        state: &mut HashMap<&'a str, u8>,
+        path: &mut Vec<&'a str>,
+        reported: &mut BTreeSet<String>,
+        ids: &[String],
+    ) {
+        match state.get(node) {
+            Some(2) => return,
+            Some(1) => {
+                let start = path.iter().position(|n| *n == node).unwrap_or(0);
+                let mut cycle: Vec<&str> = path[start..].to_vec();
+                cycle.push(node);
+                let key = {
+                    let mut members = cycle[..cycle.len() - 1].to_vec();
+                    members.sort();
+                    members.join(",")
+                };
+                if reported.insert(key) {
+                    let closer = path.last().copied().unwrap_or(node);
+                    if let Some(i) = ids.iter().position(|id| id == closer) {
+                        let r = &self.m.resources[i];
+                        let at = r
+                            .value
+                            .scope()
+                            .after
+                            .iter()
+                            .position(|a| a == node)
+                            .unwrap_or(0);
+                        let kind = r.value.kind();
+                        self.error(
+                            &r.origin.clone(),
+                            &format!("{kind}.after[{at}]"),
+                            format!("after: forms a cycle: {}", cycle.join(" → ")),
+                            "remove one of the after: entries in the cycle",
+                        );
+                    }
+                }
+                return;
+            }
+            _ => {}
+        }
+        state.insert(node, 1);
+        path.push(node);
+        if let Some(next) = edges.get(node) {
+            for n in next.iter().copied() {
+                self.visit(n, edges, state, path, reported, ids);
+            }
+        }
+        path.pop();
+        state.insert(node, 2);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostnames() {
+        for good in ["master", "node-01", "a.b.c", "x1"] {
+            assert!(is_hostname(good), "{good}");
+        }
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "a..b",
+            "under_score",
+            "sp ace",
+            &"x".repeat(64),
+        ] {
+            assert!(!is_hostname(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn account_names() {
+        for good in ["pyme", "_apt", "svc-1", "machine$"] {
+            assert!(is_account_name(good), "{good}");
+        }
+        for bad in ["", "Pyme", "1abc", "a:b", "a b", &"a".repeat(33)] {
+            assert!(!is_account_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(path_problem("/etc/hosts"), None);
+        assert!(path_problem("etc/hosts").is_some());
+        assert!(path_problem("/etc/../shadow").is_some());
+        assert!(path_problem("/etc//hosts").is_some());
+        assert!(path_problem("/etc/./hosts").is_some());
+        assert!(path_problem("/").is_some());
+    }
+}

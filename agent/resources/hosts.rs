@@ -1,0 +1,259 @@
+//! `hosts`: `/etc/hosts` with a marked block of cluster nodes. Every line outside the block is
+//! kept byte for byte (tabs, comments, IPv6 lines, a missing final newline), except Debian's
+//! `127.0.1.1 <hostname>` line when `loopback_hostname` says to fix it: PYME advertises whatever
+//! its hostname resolves to, and 127.0.1.1 is unreachable from every other node.
+
+use crate::engine::{Applied, Change, ContentDiff, Resource};
+use crate::host::{Error, Host, Kind, Meta, Result};
+use crate::manifest::model::LoopbackHostname;
+
+pub const BEGIN: &str =
+    "# BEGIN provision managed block: cluster nodes (edits inside are overwritten)";
+pub const END: &str = "# END provision managed block";
+
+#[derive(Debug)]
+pub struct Hosts {
+    pub path: String,
+    /// The lines of the managed block, without markers.
+    pub block: Vec<String>,
+    pub loopback: LoopbackHostname,
+    /// This node's name and cluster address, for `loopback_hostname`.
+    pub hostname: String,
+    pub address: String,
+}
+
+/// The block line for one host: `address<TAB>canonical aliases...`.
+pub fn entry(address: &str, names: &[String]) -> String {
+    format!("{address}\t{}", names.join(" "))
+}
+
+impl Hosts {
+    /// The new file for `old` (`None`: no file yet).
+    pub fn render(&self, old: Option<&str>) -> String {
+        let old = old.unwrap_or("");
+        let mut out = String::with_capacity(old.len() + 64 * self.block.len());
+        let mut block_written = false;
+        let mut in_block = false;
+        for line in old.split_inclusive('\n') {
+            let body = line.trim_end_matches(['\n', '\r']);
+            if in_block {
+                if body.trim_end() == END {
+                    in_block = false;
+                }
+                continue;
+            }
+            if body.starts_with("# BEGIN provision managed block") {
+                in_block = true;
+                self.write_block(&mut out);
+                block_written = true;
+                continue;
+            }
+            out.push_str(&self.fix_loopback(line));
+        }
+        if !block_written {
+            if !out.is_empty() && !out.ends_with('\n') {
+                out.push('\n');
+            }
+            self.write_block(&mut out);
+        }
+        out
+    }
+
+    fn write_block(&self, out: &mut String) {
+        out.push_str(BEGIN);
+        out.push('\n');
+        for line in &self.block {
+            out.push_str(line);
+            out.push('\n');
+        }
+        out.push_str(END);
+        out.push('\n');
+    }
+
+    /// `line` (with its line ending) as `loopback_hostname` wants it.
+    fn fix_loopback(&self, line: &str) -> String {
+        if self.loopback == LoopbackHostname::Keep {
+            return line.to_owned();
+        }
+        let body = line.split('#').next().unwrap_or("");
+        let mut fields = body.split_whitespace();
+        if fields.next() != Some("127.0.1.1")
+            || !fields.any(|n| n == self.hostname || n.split('.').next() == Some(&self.hostname))
+        {
+            return line.to_owned();
+        }
+        match self.loopback {
+            LoopbackHostname::Remove => format!("# {line}"),
+            LoopbackHostname::Static => line.replacen("127.0.1.1", &self.address, 1),
+            LoopbackHostname::Keep => line.to_owned(),
+        }
+    }
+}
+
+/// The hosts file as found.
+#[derive(Debug)]
+pub struct Found {
+    text: Option<String>,
+}
+
+impl Resource for Hosts {
+    type Observed = Found;
+
+    fn id(&self) -> String {
+        format!("hosts:{}", self.path)
+    }
+
+    fn observe(&self, host: &Host) -> Result<Found> {
+        if let Some(stat) = host.stat(&self.path)?
+            && stat.kind != Kind::File
+        {
+            return Err(Error::WrongType {
+                path: self.path.clone(),
+                found: stat.kind.describe(),
+                expected: "a regular file",
+            });
+        }
+        let text = match host.read(&self.path)? {
+            None => None,
+            Some(bytes) => Some(String::from_utf8(bytes).map_err(|_| {
+                Error::Other(format!(
+                    "{} is not UTF-8 text; provision will not rewrite it",
+                    self.path
+                ))
+            })?),
+        };
+        Ok(Found { text })
+    }
+
+    fn diff(&self, found: &Found) -> Vec<Change> {
+        let new = self.render(found.text.as_deref());
+        match &found.text {
+            None => vec![
+                Change::Create {
+                    what: "file".into(),
+                },
+                Change::Content(ContentDiff::between(
+                    &self.path,
+                    None,
+                    new.as_bytes(),
+                    false,
+                )),
+            ],
+            Some(old) if *old == new => Vec::new(),
+            Some(old) => vec![Change::Content(ContentDiff::between(
+                &self.path,
+                Some(old.as_bytes()),
+                new.as_bytes(),
+                false,
+            ))],
+        }
+    }
+
+    fn apply(&self, host: &Host, found: &Found, _: &[Change]) -> Result<Applied> {
+        let mut applied = Applied::default();
+        let meta = match host.stat(&self.path)? {
+            Some(stat) => {
+                applied.backups.push(host.backup(&self.path)?);
+                Meta {
+                    mode: stat.mode,
+                    uid: stat.uid,
+                    gid: stat.gid,
+                }
+            }
+            None => Meta {
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+            },
+        };
+        host.ensure_parent(&self.path)?;
+        host.write(
+            &self.path,
+            self.render(found.text.as_deref()).as_bytes(),
+            meta,
+            None,
+        )?;
+        Ok(applied)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts(loopback: LoopbackHostname) -> Hosts {
+        Hosts {
+            path: "/etc/hosts".into(),
+            block: vec![entry(
+                "10.0.0.1",
+                &["master.cluster.lan".into(), "master".into()],
+            )],
+            loopback,
+            hostname: "master".into(),
+            address: "10.0.0.1".into(),
+        }
+    }
+
+    const DEBIAN: &str = "127.0.0.1\tlocalhost\n127.0.1.1\tmaster.example.org\tmaster\n\n# The following lines are desirable for IPv6 capable hosts\n::1     localhost ip6-localhost ip6-loopback\nff02::1 ip6-allnodes\nff02::2 ip6-allrouters\n";
+
+    #[test]
+    fn the_block_is_appended_and_everything_else_kept() {
+        let out = hosts(LoopbackHostname::Keep).render(Some(DEBIAN));
+        assert_eq!(
+            out,
+            format!("{DEBIAN}{BEGIN}\n10.0.0.1\tmaster.cluster.lan master\n{END}\n")
+        );
+    }
+
+    #[test]
+    fn rendering_is_idempotent_and_replaces_the_block_in_place() {
+        let h = hosts(LoopbackHostname::Remove);
+        let once = h.render(Some(DEBIAN));
+        assert_eq!(h.render(Some(&once)), once);
+        let edited = once.replace("10.0.0.1\tmaster.cluster.lan master", "10.9.9.9 stale");
+        assert_eq!(h.render(Some(&edited)), once);
+    }
+
+    #[test]
+    fn loopback_remove_comments_the_line_out() {
+        let out = hosts(LoopbackHostname::Remove).render(Some(DEBIAN));
+        assert!(
+            out.contains("\n# 127.0.1.1\tmaster.example.org\tmaster\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn loopback_static_maps_the_hostname_to_the_cluster_address() {
+        let out = hosts(LoopbackHostname::Static).render(Some(DEBIAN));
+        assert!(
+            out.contains("\n10.0.0.1\tmaster.example.org\tmaster\n"),
+            "{out}"
+        );
+        assert!(!out.contains("127.0.1.1"));
+    }
+
+    #[test]
+    fn other_hosts_127_0_1_1_lines_are_left_alone() {
+        let text = "127.0.1.1 otherhost\n";
+        assert!(
+            hosts(LoopbackHostname::Remove)
+                .render(Some(text))
+                .starts_with(text)
+        );
+    }
+
+    #[test]
+    fn no_final_newline_gets_one_before_the_block() {
+        let out = hosts(LoopbackHostname::Keep).render(Some("127.0.0.1 localhost"));
+        assert!(out.starts_with("127.0.0.1 localhost\n# BEGIN"), "{out}");
+    }
+
+    #[test]
+    fn crlf_and_trailing_space_markers_are_recognised() {
+        let h = hosts(LoopbackHostname::Keep);
+        let once = h.render(Some("a b\r\n"));
+        let crlf = once.replace(END, &format!("{END}  \r"));
+        assert_eq!(h.render(Some(&crlf)), once);
+    }
+}

@@ -1,0 +1,179 @@
+//! The resource kinds, and turning one node's share of the manifest into engine steps.
+//!
+//! Building resolves everything that depends on the node: template rendering (with facts and
+//! vars), source files, default homes and shells, the hosts block. A resource that cannot be built
+//! becomes a failed step; the others still run.
+
+mod accounts;
+mod directory;
+mod file;
+mod hosts;
+mod ownership;
+
+use std::path::Path;
+
+use serde_json::json;
+
+pub use accounts::{Group, User};
+pub use directory::Directory;
+pub use file::{Content, File};
+pub use hosts::Hosts;
+pub use ownership::Ownership;
+
+use crate::engine::{Need, Reconcile, Step};
+use crate::facts::Facts;
+use crate::manifest::model::{ResourceSpec, State};
+use crate::manifest::{Manifest, NodeSelection};
+use crate::secret::Secret;
+
+/// What a path needs first: its owner, its group, its parent directory.
+fn owner_needs(path: &str, ownership: &Ownership) -> Vec<Need> {
+    let mut needs = Vec::new();
+    if let Some(parent) = Path::new(path).parent() {
+        needs.push(Need::Directory(parent.display().to_string()));
+    }
+    needs.extend(ownership.owner.clone().map(Need::User));
+    needs.extend(ownership.group.clone().map(Need::Group));
+    needs
+}
+
+/// The variables a template sees for this node.
+pub fn template_context(m: &Manifest, sel: &NodeSelection<'_>, facts: &Facts) -> serde_json::Value {
+    let mut vars: serde_json::Map<String, serde_json::Value> = m
+        .vars
+        .iter()
+        .map(|(k, v)| (k.clone(), v.value.clone()))
+        .collect();
+    vars.extend(sel.node.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let node_json = |n: &crate::manifest::model::Node| json!({"name": n.name, "address": n.address, "roles": n.roles, "aliases": n.aliases});
+    let cluster = m.cluster.as_ref().map(|c| &c.value);
+    json!({
+        "node": node_json(sel.node),
+        "nodes": m.nodes.iter().map(|n| node_json(&n.value)).collect::<Vec<_>>(),
+        "cluster": {"name": cluster.and_then(|c| c.name.clone()), "domain": cluster.and_then(|c| c.domain.clone())},
+        "vars": vars,
+        "facts": facts,
+    })
+}
+
+/// The steps for the selected node, in manifest order.
+pub fn build(m: &Manifest, sel: &NodeSelection<'_>, facts: &Facts) -> Vec<Step> {
+    let context = template_context(m, sel, facts);
+    sel.resources
+        .iter()
+        .map(|&i| {
+            let located = &m.resources[i];
+            let spec = &located.value;
+            let dir = m.dir_of(&located.origin);
+            Step {
+                id: spec.id(),
+                after: spec.scope().after.to_vec(),
+                body: build_one(m, sel, spec, dir, &context),
+            }
+        })
+        .collect()
+}
+
+fn build_one(
+    m: &Manifest,
+    sel: &NodeSelection<'_>,
+    spec: &ResourceSpec,
+    dir: &Path,
+    context: &serde_json::Value,
+) -> Result<Box<dyn Reconcile>, String> {
+    Ok(match spec {
+        ResourceSpec::Directory(d) => Box::new(Directory {
+            path: d.path.clone(),
+            ownership: Ownership {
+                owner: d.owner.clone(),
+                group: d.group.clone(),
+                mode: d.mode,
+                default_mode: 0o755,
+            },
+        }),
+        ResourceSpec::File(f) => {
+            let bytes: Vec<u8> = if f.state == State::Absent {
+                Vec::new()
+            } else if let Some(text) = &f.content {
+                text.clone().into_bytes()
+            } else if let Some(name) = &f.template {
+                crate::template::render(dir, name, context)
+                    .map_err(|e| e.to_string())?
+                    .into_bytes()
+            } else if let Some(source) = &f.source {
+                let path = dir.join(source);
+                std::fs::read(&path)
+                    .map_err(|e| format!("cannot read source file {}: {e}", path.display()))?
+            } else {
+                return Err(format!("file {} has no content", f.path));
+            };
+            Box::new(File {
+                path: f.path.clone(),
+                state: f.state,
+                content: if f.sensitive {
+                    Content::Secret(Secret::new(bytes))
+                } else {
+                    Content::Plain(bytes)
+                },
+                ownership: Ownership {
+                    owner: f.owner.clone(),
+                    group: f.group.clone(),
+                    mode: f.mode,
+                    default_mode: 0o644,
+                },
+                validate: f.validate.clone(),
+            })
+        }
+        ResourceSpec::Hosts(h) => {
+            let mut block = Vec::new();
+            if h.cluster_nodes {
+                for n in &m.nodes {
+                    let n = &n.value;
+                    let mut names = Vec::new();
+                    if let Some(domain) = m.domain() {
+                        names.push(format!("{}.{domain}", n.name));
+                    }
+                    names.push(n.name.clone());
+                    names.extend(n.aliases.iter().cloned());
+                    block.push(hosts::entry(&n.address, &names));
+                }
+            }
+            block.extend(h.extra.iter().map(|e| hosts::entry(&e.address, &e.names)));
+            Box::new(Hosts {
+                path: h.path.clone(),
+                block,
+                loopback: h.loopback_hostname,
+                hostname: sel.node.name.clone(),
+                address: sel.node.address.clone(),
+            })
+        }
+        ResourceSpec::User(u) => Box::new(User {
+            name: u.name.clone(),
+            state: u.state,
+            uid: u.uid,
+            group: u.group.clone(),
+            groups: u.groups.clone(),
+            home: u
+                .home
+                .clone()
+                .unwrap_or_else(|| format!("/home/{}", u.name)),
+            shell: u.shell.clone().unwrap_or_else(|| {
+                if u.system {
+                    "/usr/sbin/nologin"
+                } else {
+                    "/bin/bash"
+                }
+                .to_owned()
+            }),
+            comment: u.comment.clone(),
+            system: u.system,
+            create_home: u.create_home,
+        }),
+        ResourceSpec::Group(g) => Box::new(Group {
+            name: g.name.clone(),
+            state: g.state,
+            gid: g.gid,
+            system: g.system,
+        }),
+    })
+}

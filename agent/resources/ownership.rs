@@ -1,0 +1,98 @@
+//! Owner, group and mode of files and directories: observed by name through the root's account
+//! files, compared by name, applied by the root's ids.
+
+use crate::engine::Change;
+use crate::host::accounts::Accounts;
+use crate::host::{Error, Host, Meta, Result, Stat};
+use crate::manifest::model::Mode;
+
+/// What the manifest asks for; `None` leaves that attribute as it is (or the default when new).
+#[derive(Debug, Clone)]
+pub struct Ownership {
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub mode: Option<Mode>,
+    /// Mode of a new file or directory when `mode` is not given.
+    pub default_mode: u32,
+}
+
+/// An existing path's metadata with its owner and group as names of the root.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub stat: Stat,
+    pub owner: String,
+    pub group: String,
+}
+
+impl Seen {
+    pub fn new(stat: Stat, accounts: &Accounts) -> Seen {
+        Seen {
+            owner: accounts.user_name(stat.uid),
+            group: accounts.group_name(stat.gid),
+            stat,
+        }
+    }
+}
+
+impl Ownership {
+    /// Differences in owner, group and mode. `seen` is `None` for a path about to be created.
+    pub fn diff(&self, seen: Option<&Seen>) -> Vec<Change> {
+        let mut changes = Vec::new();
+        if let Some(owner) = &self.owner
+            && seen.is_none_or(|s| &s.owner != owner)
+        {
+            changes.push(Change::Owner {
+                from: seen.map(|s| s.owner.clone()),
+                to: owner.clone(),
+            });
+        }
+        if let Some(group) = &self.group
+            && seen.is_none_or(|s| &s.group != group)
+        {
+            changes.push(Change::Group {
+                from: seen.map(|s| s.group.clone()),
+                to: group.clone(),
+            });
+        }
+        if let Some(mode) = self.mode
+            && seen.is_none_or(|s| s.stat.mode != mode.0)
+        {
+            changes.push(Change::Mode {
+                from: seen.map(|s| Mode(s.stat.mode)),
+                to: mode,
+            });
+        }
+        changes
+    }
+
+    /// The ids and mode to give the path: what the manifest says, else what it has, else root and
+    /// the default mode.
+    pub fn meta(&self, host: &Host, seen: Option<&Seen>) -> Result<Meta> {
+        let accounts = host.accounts()?;
+        let uid = match &self.owner {
+            Some(name) => accounts
+                .uid(name)
+                .ok_or_else(|| missing("user", name, "/etc/passwd", host))?,
+            None => seen.map_or(0, |s| s.stat.uid),
+        };
+        let gid = match &self.group {
+            Some(name) => accounts
+                .gid(name)
+                .ok_or_else(|| missing("group", name, "/etc/group", host))?,
+            None => seen.map_or(0, |s| s.stat.gid),
+        };
+        let mode = self
+            .mode
+            .map(|m| m.0)
+            .or(seen.map(|s| s.stat.mode))
+            .unwrap_or(self.default_mode);
+        Ok(Meta { mode, uid, gid })
+    }
+}
+
+fn missing(kind: &str, name: &str, file: &str, host: &Host) -> Error {
+    Error::Other(format!(
+        "{kind} `{name}` does not exist in {}{file}; the `{kind}:` resource that creates it must run first (did it fail?)",
+        host.root().dir().display()
+    ))
+}

@@ -1,0 +1,177 @@
+//! Shared helpers for the integration tests: a sandbox root with realistic account and hosts
+//! files, a runner for the real binary with a hard time limit, and a snapshot of a whole root so a
+//! test can prove that nothing changed.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+/// Every run of the binary is killed after this long; no test can hang CI.
+pub const TIME_LIMIT: Duration = Duration::from_secs(60);
+
+pub const DEBIAN_PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\nbin:x:2:2:bin:/bin:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
+pub const DEBIAN_GROUP: &str = "root:x:0:\ndaemon:x:1:\nbin:x:2:\nadm:x:4:\nvideo:x:44:\nrender:x:105:\nnogroup:x:65534:\n";
+pub const DEBIAN_SHADOW: &str = "root:*:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\nbin:*:19000:0:99999:7:::\nnobody:*:19000:0:99999:7:::\n";
+pub const DEBIAN_GSHADOW: &str = "root:*::\ndaemon:*::\nbin:*::\nadm:*::\nvideo:*::\nrender:*::\nnogroup:*::\n";
+/// Debian 12's default /etc/hosts on a machine installed without a permanent address.
+pub const DEBIAN_HOSTS: &str = "127.0.0.1\tlocalhost\n127.0.1.1\tmaster.example.org\tmaster\n\n# The following lines are desirable for IPv6 capable hosts\n::1     localhost ip6-localhost ip6-loopback\nff02::1 ip6-allnodes\nff02::2 ip6-allrouters\n";
+
+/// A temporary folder with `root/` (the `--root`) and `work/` (manifests, templates).
+pub struct Sandbox {
+    pub tmp: tempfile::TempDir,
+}
+
+impl Sandbox {
+    /// An empty root.
+    pub fn empty() -> Sandbox {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(tmp.path().join("root")).unwrap();
+        std::fs::create_dir_all(tmp.path().join("work")).unwrap();
+        Sandbox { tmp }
+    }
+
+    /// A root with Debian's default account files and /etc/hosts.
+    pub fn debian() -> Sandbox {
+        let s = Sandbox::empty();
+        s.write("/etc/passwd", DEBIAN_PASSWD);
+        s.write("/etc/group", DEBIAN_GROUP);
+        s.write("/etc/shadow", DEBIAN_SHADOW);
+        s.write("/etc/gshadow", DEBIAN_GSHADOW);
+        s.write("/etc/hosts", DEBIAN_HOSTS);
+        s
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.tmp.path().join("root")
+    }
+
+    pub fn work(&self) -> PathBuf {
+        self.tmp.path().join("work")
+    }
+
+    /// The real path of node path `p`.
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.root().join(p.trim_start_matches('/'))
+    }
+
+    /// Writes node path `p` (creating parents).
+    pub fn write(&self, p: &str, content: &str) {
+        let path = self.path(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+
+    #[track_caller]
+    pub fn read(&self, p: &str) -> String {
+        std::fs::read_to_string(self.path(p)).unwrap_or_else(|e| panic!("read {p}: {e}"))
+    }
+
+    /// Writes `work/<name>` and returns its path.
+    pub fn manifest(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.work().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Every entry under the root: type, mode, owner, and content hash (or link target).
+    pub fn snapshot(&self) -> BTreeMap<PathBuf, String> {
+        snapshot(&self.root())
+    }
+
+    /// Runs `provision ARGS... --root <root>` for commands that take a root.
+    pub fn run(&self, args: &[&str]) -> Run {
+        let root = self.root();
+        let mut all: Vec<&str> = args.to_vec();
+        let root = root.to_str().unwrap().to_owned();
+        all.push("--root");
+        all.push(&root);
+        run(&all)
+    }
+}
+
+pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let what = if meta.is_dir() {
+                stack.push(path.clone());
+                "dir".to_owned()
+            } else if meta.file_type().is_symlink() {
+                format!("link {}", std::fs::read_link(&path).unwrap().display())
+            } else {
+                let digest = Sha256::digest(std::fs::read(&path).unwrap());
+                format!("file {digest:x}")
+            };
+            let rel = path.strip_prefix(root).unwrap().to_path_buf();
+            out.insert(rel, format!("{what} mode={:o} uid={} gid={}", meta.mode() & 0o7777, meta.uid(), meta.gid()));
+        }
+    }
+    out
+}
+
+/// What one run of the binary did.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    #[track_caller]
+    pub fn expect(&self, code: i32) -> &Run {
+        assert_eq!(self.code, code, "exit code\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    /// The `--json` report.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+/// Runs the real binary with `args`, colour off, killed after [`TIME_LIMIT`].
+pub fn run(args: &[&str]) -> Run {
+    run_with_env(args, &[])
+}
+
+pub fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_provision"));
+    cmd.args(args).env("NO_COLOR", "1").env_remove("RUST_LOG").env_remove("PROVISION_NODE").env_remove("PROVISION_ROOT");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn provision");
+    let pid = child.id();
+    let started = Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(out) => break out.expect("wait for provision"),
+            Err(_) if started.elapsed() > TIME_LIMIT => {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+                panic!("provision {args:?} ran past {TIME_LIMIT:?} and was killed");
+            }
+            Err(_) => {}
+        }
+    };
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
