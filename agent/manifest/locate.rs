@@ -178,8 +178,8 @@ resources:
     #[test]
     fn flow_values_are_found() {
         let index = LocationIndex::build(DOC);
-        assert_eq!(index.locate("resources[1].user.name"), at(8, 17));
-        assert_eq!(index.locate("resources[1].user.groups[1]"), at(8, 38));
+        assert_eq!(index.locate("resources[1].user.name"), at(8, 18));
+        assert_eq!(index.locate("resources[1].user.groups[1]"), at(8, 40));
     }
 
     #[test]
