@@ -110,7 +110,8 @@ pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
                 format!("link {}", std::fs::read_link(&path).unwrap().display())
             } else {
                 let digest = Sha256::digest(std::fs::read(&path).unwrap());
-                format!("file {digest:x}")
+                let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+                format!("file {hex}")
             };
             let rel = path.strip_prefix(root).unwrap().to_path_buf();
             out.insert(rel, format!("{what} mode={:o} uid={} gid={}", meta.mode() & 0o7777, meta.uid(), meta.gid()));
