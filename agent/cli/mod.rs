@@ -181,8 +181,16 @@ fn validate(path: &Path, json: bool) -> Result<u8, UsageError> {
 
 fn apply(args: &ApplyArgs, plan: bool) -> Result<u8, UsageError> {
     let manifest = manifest::parse(&args.manifest)?;
+    tracing::info!(
+        manifest = %args.manifest.display(),
+        files = manifest.sources.len(),
+        nodes = manifest.nodes.len(),
+        resources = manifest.resources.len(),
+        "manifest valid"
+    );
     let facts = Facts::gather();
     let selection = manifest.select(args.node.as_deref(), &facts::hostname())?;
+    tracing::info!(node = %selection.node.name, resources = selection.resources.len(), "node selected");
     if !args.root.is_dir() {
         return Err(UsageError::Root {
             path: args.root.clone(),

@@ -14,7 +14,8 @@ pub enum Paint {
     Dim,
 }
 
-fn colour_on() -> bool {
+/// Colour only on a terminal, and never when `NO_COLOR` is set (to anything but empty).
+pub fn colour_on() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
         && std::io::stdout().is_terminal()
         && std::io::stderr().is_terminal()

@@ -51,6 +51,11 @@ pub fn run(
         })
         .collect();
     let order = graph::order(&vertices).map_err(CycleError)?;
+    tracing::info!(
+        resources = steps.len(),
+        check = options.check,
+        "running in dependency order"
+    );
     let mut reports: Vec<Option<ResourceReport>> = vec![None; steps.len()];
     for &i in &order.sequence {
         let step = &steps[i];
@@ -121,7 +126,14 @@ pub fn run(
             }
         }
         report.duration_ms = t.elapsed().as_secs_f64() * 1000.0;
-        tracing::debug!(id = %report.id, status = ?report.status, ms = report.duration_ms, "resource done");
+        match report.status {
+            Status::Failed => {
+                tracing::warn!(id = %report.id, error = report.error.as_deref().unwrap_or(""), "resource failed")
+            }
+            _ => {
+                tracing::info!(id = %report.id, status = ?report.status, changes = report.changes.len(), ms = report.duration_ms, "resource done")
+            }
+        }
         reports[i] = Some(report);
     }
     let resources: Vec<ResourceReport> = order
