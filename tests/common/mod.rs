@@ -15,9 +15,11 @@ use sha2::{Digest, Sha256};
 pub const TIME_LIMIT: Duration = Duration::from_secs(60);
 
 pub const DEBIAN_PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\nbin:x:2:2:bin:/bin:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
-pub const DEBIAN_GROUP: &str = "root:x:0:\ndaemon:x:1:\nbin:x:2:\nadm:x:4:\nvideo:x:44:\nrender:x:105:\nnogroup:x:65534:\n";
+pub const DEBIAN_GROUP: &str =
+    "root:x:0:\ndaemon:x:1:\nbin:x:2:\nadm:x:4:\nvideo:x:44:\nrender:x:105:\nnogroup:x:65534:\n";
 pub const DEBIAN_SHADOW: &str = "root:*:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\nbin:*:19000:0:99999:7:::\nnobody:*:19000:0:99999:7:::\n";
-pub const DEBIAN_GSHADOW: &str = "root:*::\ndaemon:*::\nbin:*::\nadm:*::\nvideo:*::\nrender:*::\nnogroup:*::\n";
+pub const DEBIAN_GSHADOW: &str =
+    "root:*::\ndaemon:*::\nbin:*::\nadm:*::\nvideo:*::\nrender:*::\nnogroup:*::\n";
 /// Debian 12's default /etc/hosts on a machine installed without a permanent address.
 pub const DEBIAN_HOSTS: &str = "127.0.0.1\tlocalhost\n127.0.1.1\tmaster.example.org\tmaster\n\n# The following lines are desirable for IPv6 capable hosts\n::1     localhost ip6-localhost ip6-loopback\nff02::1 ip6-allnodes\nff02::2 ip6-allrouters\n";
 
@@ -114,7 +116,15 @@ pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
                 format!("file {hex}")
             };
             let rel = path.strip_prefix(root).unwrap().to_path_buf();
-            out.insert(rel, format!("{what} mode={:o} uid={} gid={}", meta.mode() & 0o7777, meta.uid(), meta.gid()));
+            out.insert(
+                rel,
+                format!(
+                    "{what} mode={:o} uid={} gid={}",
+                    meta.mode() & 0o7777,
+                    meta.uid(),
+                    meta.gid()
+                ),
+            );
         }
     }
     out
@@ -131,14 +141,19 @@ pub struct Run {
 impl Run {
     #[track_caller]
     pub fn expect(&self, code: i32) -> &Run {
-        assert_eq!(self.code, code, "exit code\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 
     /// The `--json` report.
     #[track_caller]
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", self.stdout))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", self.stdout))
     }
 }
 
@@ -149,11 +164,20 @@ pub fn run(args: &[&str]) -> Run {
 
 pub fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_provision"));
-    cmd.args(args).env("NO_COLOR", "1").env_remove("RUST_LOG").env_remove("PROVISION_NODE").env_remove("PROVISION_ROOT");
+    cmd.args(args)
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .env_remove("PROVISION_NODE")
+        .env_remove("PROVISION_ROOT");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn provision");
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn provision");
     let pid = child.id();
     let started = Instant::now();
     let (tx, rx) = std::sync::mpsc::channel();
