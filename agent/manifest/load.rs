@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use super::diagnostic::Diagnostic;
-use super::locate::{LocationIndex, Position};
+use super::locate::{Key, LocationIndex, Position};
 use super::model::{ManifestFile, Node, ResourceSpec};
 use super::{Located, Manifest, Origin, SourceFile};
 
@@ -80,7 +80,7 @@ fn load_file(
     let parsed: ManifestFile = match serde_saphyr::from_str(&text) {
         Ok(parsed) => parsed,
         Err(e) => {
-            errors.push(parse_error(&manifest.sources[file], &e));
+            errors.push(parse_error(&manifest.sources[file], &text, &e));
             return;
         }
     };
@@ -156,8 +156,67 @@ fn chain(stack: &[PathBuf]) -> String {
         .join(" → ")
 }
 
-fn parse_error(source: &SourceFile, e: &serde_saphyr::Error) -> Diagnostic {
-    let position = e
+/// What kind of serde error it is, for placing it: some are reported where a mapping key is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// About a key itself (an unknown field, a repeated key): the key's path.
+    Key,
+    /// About the value after a key (wrong type or value): serde may report it at the key; move it
+    /// to the value.
+    Value,
+    /// A missing field: serde reports it at the last key of the mapping that lacks it; point at
+    /// that mapping.
+    Mapping,
+    /// Anywhere else (syntax errors): as reported.
+    AsReported,
+}
+
+fn placement(e: &serde_saphyr::Error) -> Placement {
+    use serde_saphyr::Error;
+    let mut e = e;
+    while let Error::WithSnippet { error, .. } | Error::AliasError { error, .. } = e {
+        e = error;
+    }
+    match e {
+        Error::SerdeUnknownField { .. } => Placement::Key,
+        Error::SerdeMissingField { .. } => Placement::Mapping,
+        Error::SerdeInvalidType { .. }
+        | Error::SerdeInvalidValue { .. }
+        | Error::SerdeInvalidLength { .. }
+        | Error::Message { .. } => Placement::Value,
+        other => {
+            let text = other.to_string();
+            if text.starts_with("duplicate mapping key")
+                || text.starts_with("expected end of mapping after enum variant value")
+            {
+                Placement::Key
+            } else {
+                Placement::AsReported
+            }
+        }
+    }
+}
+
+/// serde-saphyr's wording, minus advice meant for the programmer calling it, and in the words of
+/// someone writing a manifest.
+fn plain_message(message: String) -> String {
+    for tail in [", set DuplicateKeyPolicy", "; use from_str_multiple"] {
+        if let Some(cut) = message.find(tail) {
+            return message[..cut].to_owned();
+        }
+    }
+    match message.as_str() {
+        "invalid u32" => "expected a whole number from 0 to 4294967295".to_owned(),
+        "invalid boolean" => "expected true or false".to_owned(),
+        "expected sequence start" => "expected a list".to_owned(),
+        "expected mapping start" => "expected a mapping (key: value pairs)".to_owned(),
+        "expected string scalar" => "expected a single value, not a list or a mapping".to_owned(),
+        _ => message,
+    }
+}
+
+fn parse_error(source: &SourceFile, text: &str, e: &serde_saphyr::Error) -> Diagnostic {
+    let mut position = e
         .location()
         .map(|l| Position {
             line: l.line() as usize,
@@ -174,29 +233,190 @@ fn parse_error(source: &SourceFile, e: &serde_saphyr::Error) -> Diagnostic {
         Some(cut) => rendered[..cut].to_owned(),
         None => rendered,
     };
-    let hint = parse_hint(&message);
+    let mut message = plain_message(message);
+    // Two kinds in one resource item (often a field indented too little): name the extra key.
+    if message.starts_with("expected end of mapping after enum variant value")
+        && let Some(key) = source.index.key_at(position)
+    {
+        message = format!(
+            "a resource item holds exactly one kind (file:, user:, ...), but `{}` is a second key in it",
+            key.name
+        );
+    }
+    // A second document is reported where its content starts; point at its `---`.
+    if message.starts_with("multiple YAML documents")
+        && let Some(line) = text
+            .lines()
+            .take(position.line)
+            .collect::<Vec<_>>()
+            .iter()
+            .rposition(|l| l.starts_with("---"))
+    {
+        position = Position {
+            line: line + 1,
+            column: 1,
+        };
+    }
+    // The scanner reports a tab at the start of the scalar it was reading; the tab itself is what
+    // the user has to find.
+    if message.contains("found a tab")
+        && let Some(tab) = next_tab(text, position)
+    {
+        position = tab;
+    }
+    let index = &source.index;
+    let yaml_path = match placement(e) {
+        Placement::Key => index
+            .key_at(position)
+            .map(Key::path)
+            .or_else(|| index.path_at(position)),
+        Placement::Value => match index.key_at(position).map(Key::path) {
+            Some(key) if index.value_of(&key).is_some_and(|v| v != position) => {
+                position = index.value_of(&key).unwrap_or(position);
+                Some(key)
+            }
+            _ => index.path_at(position),
+        },
+        Placement::Mapping => match index.key_at(position) {
+            Some(key) => {
+                position = index.value_of(&key.mapping).unwrap_or(position);
+                Some(key.mapping.clone())
+            }
+            None => index.path_at(position),
+        },
+        Placement::AsReported => index.path_at(position),
+    };
+    let hint = if message.starts_with("expected a mapping")
+        && yaml_path.as_deref().unwrap_or("").is_empty()
+    {
+        "a manifest is a mapping: nodes:, resources:, and if needed cluster:, vars:, include:"
+    } else {
+        parse_hint(&message)
+    };
     Diagnostic {
         file: source.path.clone(),
         line: position.line,
         column: position.column,
-        yaml_path: source.index.path_at(position).unwrap_or_default(),
+        yaml_path: yaml_path.unwrap_or_default(),
         message,
-        hint,
+        hint: Some(hint.to_owned()),
     }
 }
 
-/// What to do about the commonest serde errors.
-fn parse_hint(message: &str) -> Option<String> {
-    let hint = if message.contains("unknown field") {
+/// The first tab at or after `from`, or anywhere on the lines after it.
+fn next_tab(text: &str, from: Position) -> Option<Position> {
+    text.lines()
+        .enumerate()
+        .skip(from.line.saturating_sub(1))
+        .find_map(|(i, line)| {
+            let skip = if i + 1 == from.line {
+                from.column.saturating_sub(1)
+            } else {
+                0
+            };
+            line.chars()
+                .enumerate()
+                .skip(skip)
+                .find(|(_, c)| *c == '\t')
+                .map(|(col, _)| Position {
+                    line: i + 1,
+                    column: col + 1,
+                })
+        })
+}
+
+/// What to do about the commonest parse errors. Every parse error gets one.
+fn parse_hint(message: &str) -> &'static str {
+    let has = |s: &str| message.contains(s);
+    if has("unknown field") {
         "remove the field or fix its spelling; `provision schema` lists every field"
-    } else if message.contains("unknown variant") {
+    } else if has("unknown variant") && has("directory, file") {
         "resource kinds are directory, file, hosts, user and group; `provision schema` lists them all"
-    } else if message.contains("missing field") {
+    } else if has("unknown variant") {
+        "use one of the values listed"
+    } else if has("missing field") {
         "add the field; docs/manifest.md describes each kind"
-    } else if message.contains("mode") {
+    } else if has("mode") {
         "write modes quoted: mode: \"0644\""
+    } else if has("duplicate mapping key") {
+        "write each key once in a mapping; remove or merge the repeated one"
+    } else if has("multiple YAML documents") {
+        "a manifest is one YAML document: remove the `---` line, or move the rest to a file named in include:"
+    } else if has("found a tab") {
+        "indent with spaces: YAML does not allow tabs in indentation"
+    } else if has("a second key in it") {
+        "indent it under the resource's kind if it belongs there, or start a new `- ` item"
+    } else if has("quoted scalar") || has("unexpected end of") || has("illegal placement") {
+        "check that every quote and bracket opened before this point is closed"
+    } else if has("while parsing") || has("while scanning") || has("indentation") {
+        "check the indentation: the keys of one mapping, and the `-` items of one list, must line up"
+    } else if has("whole number") {
+        "write a whole number, not negative, without quotes"
+    } else if has("true or false") {
+        "write true or false"
+    } else if has("single value") || has("string") {
+        "write a single value here, quoted if it contains special characters"
+    } else if has("sequence") || has("a list") {
+        "write a list: [a, b], or one `- item` per line"
+    } else if has("mapping") || has("struct") || has("map") {
+        "write key: value pairs here"
     } else {
-        return None;
-    };
-    Some(hint.to_owned())
+        "fix the value at this position; `provision schema` describes every field"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(text: &str) -> Diagnostic {
+        let source = SourceFile {
+            path: "m.yaml".into(),
+            dir: ".".into(),
+            index: LocationIndex::build(text),
+        };
+        let e = serde_saphyr::from_str::<ManifestFile>(text).expect_err("must not parse");
+        parse_error(&source, text, &e)
+    }
+
+    fn at(d: &Diagnostic) -> (usize, usize, &str) {
+        (d.line, d.column, d.yaml_path.as_str())
+    }
+
+    #[test]
+    fn an_unknown_field_is_named_by_its_own_path() {
+        let d = error_of("nodes:\n  - colour: red\n    name: a\n    address: 10.0.0.1\n");
+        assert_eq!(at(&d), (2, 5, "nodes[0].colour"));
+        assert!(d.hint.is_some());
+    }
+
+    #[test]
+    fn a_refused_value_is_reported_at_the_value_not_its_key() {
+        let text = "resources:\n  - file:\n      path: /x\n      mode: 0644\n";
+        let d = error_of(text);
+        assert_eq!(at(&d), (4, 13, "resources[0].file.mode"), "{d}");
+        assert!(d.message.contains("quoted octal string"), "{d}");
+    }
+
+    #[test]
+    fn a_missing_field_is_reported_at_the_mapping_that_lacks_it() {
+        let d = error_of(
+            "nodes:\n  - name: a\n    address: 10.0.0.1\n  - name: b\n    vars:\n      x: 1\n    roles: [w]\n",
+        );
+        assert_eq!(at(&d), (4, 5, "nodes[1]"), "{d}");
+        assert!(d.message.contains("missing field `address`"), "{d}");
+    }
+
+    #[test]
+    fn a_tab_is_reported_where_it_is() {
+        let d = error_of("nodes:\n  - name: a\n\taddress: 10.0.0.1\n");
+        assert_eq!((d.line, d.column), (3, 1), "{d}");
+        assert!(d.hint.as_deref().unwrap_or("").contains("spaces"));
+    }
+
+    #[test]
+    fn a_repeated_key_is_reported_at_the_repetition() {
+        let d = error_of("nodes:\n  - name: a\n    name: b\n    address: 10.0.0.1\n");
+        assert_eq!(at(&d), (3, 5, "nodes[0].name"), "{d}");
+    }
 }

@@ -10,16 +10,36 @@ use std::collections::HashMap;
 use serde_saphyr::granit_parser::{Event, Parser};
 
 /// A 1-based line and column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Position {
     pub line: usize,
     pub column: usize,
 }
 
-/// Start positions of every node, keyed by YAML path.
+/// Start positions of every node, keyed by YAML path, and of every mapping key.
 #[derive(Debug, Default)]
 pub struct LocationIndex {
     values: HashMap<String, Position>,
+    /// Where each mapping key was written → that key. A key and its value start at different
+    /// places; serde reports some errors at a key (unknown fields, values its visitors refuse, a
+    /// mapping's missing field at its last key), and those still deserve the right place and path.
+    keys: HashMap<Position, Key>,
+}
+
+/// A mapping key as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Key {
+    /// The path of the mapping the key is in.
+    pub mapping: String,
+    /// The key itself.
+    pub name: String,
+}
+
+impl Key {
+    /// The path of the value the key introduces.
+    pub fn path(&self) -> String {
+        join_key(&self.mapping, &self.name)
+    }
 }
 
 enum Frame {
@@ -74,6 +94,13 @@ impl LocationIndex {
                         key: key @ None,
                     }) => {
                         index.values.entry(join_key(path, &value)).or_insert(here);
+                        index.keys.insert(
+                            here,
+                            Key {
+                                mapping: path.clone(),
+                                name: value.to_string(),
+                            },
+                        );
                         *key = Some(value.into_owned());
                     }
                     Some(frame) => {
@@ -126,22 +153,35 @@ impl LocationIndex {
             .cloned()
     }
 
+    /// The mapping key written at `pos`, if one starts there.
+    pub fn key_at(&self, pos: Position) -> Option<&Key> {
+        self.keys.get(&pos)
+    }
+
+    /// Where the value at `path` itself was written, if it was (not falling back to an ancestor).
+    pub fn value_of(&self, path: &str) -> Option<Position> {
+        self.values.get(path).copied()
+    }
+
     /// The position of `path`, or of its nearest ancestor that was written (a missing field is
     /// reported where its parent starts).
     pub fn locate(&self, path: &str) -> Position {
+        self.resolve(path).1
+    }
+
+    /// `path`, or its nearest ancestor that was written (the empty path for the whole document),
+    /// and where that starts.
+    pub fn resolve<'p>(&self, path: &'p str) -> (&'p str, Position) {
         let mut path = path;
         loop {
             if let Some(pos) = self.values.get(path) {
-                return *pos;
+                return (path, *pos);
             }
             match path.rfind(['.', '[']) {
                 Some(cut) => path = &path[..cut],
                 None => {
-                    return self
-                        .values
-                        .get("")
-                        .copied()
-                        .unwrap_or(Position { line: 1, column: 1 });
+                    let start = self.values.get("").copied();
+                    return ("", start.unwrap_or(Position { line: 1, column: 1 }));
                 }
             }
         }
@@ -190,6 +230,42 @@ resources:
             index.locate("resources[0].file")
         );
         assert_eq!(index.locate("nowhere.at.all"), at(1, 1));
+    }
+
+    #[test]
+    fn keys_are_indexed_apart_from_their_values() {
+        let index = LocationIndex::build(DOC);
+        let key_path = |pos| index.key_at(pos).map(Key::path);
+        assert_eq!(
+            key_path(at(7, 7)).as_deref(),
+            Some("resources[0].file.mode")
+        );
+        assert_eq!(index.value_of("resources[0].file.mode"), Some(at(7, 13)));
+        assert_eq!(
+            key_path(at(8, 12)).as_deref(),
+            Some("resources[1].user.name")
+        );
+        assert_eq!(key_path(at(7, 13)), None);
+        // A key that is also where its mapping starts: the value path wins in `path_at`.
+        assert_eq!(
+            index.key_at(at(2, 5)),
+            Some(&Key {
+                mapping: "nodes[0]".into(),
+                name: "name".into()
+            })
+        );
+        assert_eq!(index.path_at(at(2, 5)).as_deref(), Some("nodes[0]"));
+    }
+
+    #[test]
+    fn resolve_names_the_ancestor_it_fell_back_to() {
+        let index = LocationIndex::build(DOC);
+        assert_eq!(
+            index.resolve("resources[0].file.owner"),
+            ("resources[0].file", at(6, 7))
+        );
+        assert_eq!(index.resolve("nodes[0].name"), ("nodes[0].name", at(2, 11)));
+        assert_eq!(index.resolve("nowhere"), ("", at(1, 1)));
     }
 
     #[test]

@@ -85,12 +85,14 @@ impl Manifest {
         } else {
             locate::join_key(&origin.path, sub)
         };
-        let Position { line, column } = source.index.locate(&yaml_path);
+        // A value left to its default is reported where the nearest written ancestor starts, and
+        // named by that ancestor's path: the path always names something the user can find.
+        let (written, Position { line, column }) = source.index.resolve(&yaml_path);
         Diagnostic {
             file: source.path.clone(),
             line,
             column,
-            yaml_path,
+            yaml_path: written.to_owned(),
             message,
             hint,
         }

@@ -367,10 +367,8 @@ impl Mode {
     /// Parses `"644"`, `"0644"` or `"0o644"`.
     pub fn parse(text: &str) -> Result<Mode, String> {
         let digits = text.strip_prefix("0o").unwrap_or(text);
-        if digits.is_empty()
-            || digits.len() > 4
-            || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
-        {
+        // One or two digits are a typo more often than a mode: "64" is not 0064.
+        if !(3..=4).contains(&digits.len()) || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
             return Err(format!(
                 "invalid mode {text:?}: expected 3 or 4 octal digits, e.g. \"0644\""
             ));
@@ -399,9 +397,47 @@ impl<'de> Deserialize<'de> for Mode {
                 )))
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Mode, E> {
-                self.visit_u64(v.unsigned_abs())
+                Err(E::custom(format!(
+                    "mode must be a quoted octal string such as \"0644\", not the number {v}"
+                )))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Mode, E> {
+                // Some YAML readers take a bare `0644` for a float.
+                Err(E::custom(format!(
+                    "mode must be a quoted octal string such as \"0644\", not the number {v}: \
+                     YAML reads unquoted 0644 differently depending on its version"
+                )))
             }
         }
         deserializer.deserialize_any(Visitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_are_three_or_four_octal_digits() {
+        assert_eq!(Mode::parse("644"), Ok(Mode(0o644)));
+        assert_eq!(Mode::parse("0644"), Ok(Mode(0o644)));
+        assert_eq!(Mode::parse("0o750"), Ok(Mode(0o750)));
+        assert_eq!(Mode::parse("1777"), Ok(Mode(0o1777)));
+        for bad in ["", "0o", "7", "64", "0689", "07777", "rw-r--r--", "-644"] {
+            assert!(Mode::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_bare_number_is_refused_with_the_reason() {
+        for text in ["mode: 0644", "mode: 644", "mode: -1"] {
+            #[derive(Debug, Deserialize)]
+            struct M {
+                #[allow(dead_code)]
+                mode: Mode,
+            }
+            let e = serde_saphyr::from_str::<M>(text).expect_err(text);
+            assert!(e.to_string().contains("quoted octal string"), "{text}: {e}");
+        }
     }
 }

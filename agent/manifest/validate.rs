@@ -76,6 +76,15 @@ pub fn path_problem(path: &str) -> Option<&'static str> {
     None
 }
 
+/// A folder as a message shows it: the current folder is `.`, not an empty string.
+fn shown(dir: &Path) -> &Path {
+    if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    }
+}
+
 impl Validator<'_> {
     fn error(&mut self, origin: &Origin, sub: &str, message: String, hint: &str) {
         let d = self
@@ -104,14 +113,20 @@ impl Validator<'_> {
         let mut names: HashMap<&str, &Origin> = HashMap::new();
         let mut addresses: HashMap<IpAddr, &Origin> = HashMap::new();
         if self.m.nodes.is_empty() && !self.m.sources.is_empty() {
+            // At the top file's `nodes:` if it has one, else where its content starts.
             let origin = Origin {
                 file: 0,
-                path: String::new(),
+                path: "nodes".into(),
+            };
+            let message = if self.m.sources[0].index.value_of("").is_none() {
+                "the manifest is empty: it lists no nodes"
+            } else {
+                "the manifest lists no nodes"
             };
             self.error(
                 &origin,
                 "",
-                "the manifest lists no nodes".into(),
+                message.into(),
                 "add a nodes: list with at least this machine (name: its short hostname, address: its cluster IP)",
             );
         }
@@ -183,34 +198,33 @@ impl Validator<'_> {
                 ResourceSpec::Directory(d) => self.path(o, kind, &d.path),
                 ResourceSpec::File(f) => {
                     self.path(o, kind, &f.path);
-                    let sources = [
-                        f.content.is_some(),
-                        f.template.is_some(),
-                        f.source.is_some(),
+                    // The fields that give content, in the order a reader meets them.
+                    let given: Vec<&str> = [
+                        ("content", f.content.is_some()),
+                        ("template", f.template.is_some()),
+                        ("source", f.source.is_some()),
                     ]
-                    .iter()
-                    .filter(|b| **b)
-                    .count();
-                    match (f.state, sources) {
-                        (State::Present, 0) => self.error(
+                    .into_iter()
+                    .filter(|(_, set)| *set)
+                    .map(|(field, _)| field)
+                    .collect();
+                    match (f.state, given.as_slice()) {
+                        (State::Present, []) => self.error(
                             o,
                             kind,
                             format!("file {} has no content", f.path),
                             "give exactly one of content:, template: or source: (or state: absent)",
                         ),
-                        (State::Present, 2..) => self.error(
+                        (State::Present, [first, second, ..]) => self.error(
                             o,
-                            kind,
-                            format!(
-                                "file {} has more than one of content:, template:, source:",
-                                f.path
-                            ),
-                            "keep exactly one of them",
+                            &format!("{kind}.{second}"),
+                            format!("file {} has both {first}: and {second}:", f.path),
+                            "keep exactly one of content:, template: and source:",
                         ),
-                        (State::Absent, 1..) => self.error(
+                        (State::Absent, [field, ..]) => self.error(
                             o,
-                            kind,
-                            format!("file {} is state: absent but also has content", f.path),
+                            &format!("{kind}.{field}"),
+                            format!("file {} is state: absent but also has {field}:", f.path),
                             "remove content:/template:/source:, or drop state: absent",
                         ),
                         _ => {}
@@ -224,7 +238,7 @@ impl Validator<'_> {
                             &format!("{kind}.template"),
                             format!(
                                 "template `{name}` not found in {} nor among the shipped templates",
-                                dir.display()
+                                shown(dir).display()
                             ),
                             &format!(
                                 "shipped templates: {}",
@@ -268,7 +282,7 @@ impl Validator<'_> {
                         if e.names.is_empty() {
                             self.error(
                                 o,
-                                &at,
+                                &format!("{at}.names"),
                                 "a hosts entry needs at least one name".into(),
                                 "add names: [host]",
                             );
@@ -287,7 +301,10 @@ impl Validator<'_> {
                 }
                 ResourceSpec::User(u) => {
                     self.account_name(o, kind, &u.name);
-                    for (field, value) in [("home", &u.home), ("shell", &u.shell)] {
+                    for (field, value, example) in [
+                        ("home", &u.home, "/home/pyme"),
+                        ("shell", &u.shell, "/bin/bash"),
+                    ] {
                         if let Some(p) = value
                             && let Some(problem) = path_problem(p)
                         {
@@ -295,7 +312,7 @@ impl Validator<'_> {
                                 o,
                                 &format!("{kind}.{field}"),
                                 format!("{field} `{p}` {problem}"),
-                                "write an absolute path such as /home/pyme",
+                                &format!("write an absolute path such as {example}"),
                             );
                         }
                     }
@@ -353,10 +370,14 @@ impl Validator<'_> {
                     origin,
                     &format!("{kind}.roles[{i}]"),
                     format!("no node has the role `{role}`"),
-                    &format!(
-                        "known roles: {}",
-                        roles.iter().copied().collect::<Vec<_>>().join(", ")
-                    ),
+                    &if roles.is_empty() {
+                        "no node has any roles: add roles: [...] to the nodes, or name nodes with nodes: [...]".to_owned()
+                    } else {
+                        format!(
+                            "known roles: {}",
+                            roles.iter().copied().collect::<Vec<_>>().join(", ")
+                        )
+                    },
                 );
             }
         }
@@ -385,10 +406,15 @@ impl Validator<'_> {
             });
             if let Some(first) = clash {
                 let first_at = self.m.describe(&self.m.resources[first].origin);
-                let kind = r.value.kind();
+                // At what names the resource: its path or name (a hosts resource may leave its
+                // path to the default, and is then reported where it starts).
+                let key_field = match &r.value {
+                    ResourceSpec::User(_) | ResourceSpec::Group(_) => "name",
+                    _ => "path",
+                };
                 self.error(
                     &r.origin,
-                    kind,
+                    &format!("{}.{key_field}", r.value.kind()),
                     format!("{id} is already defined at {first_at} for some of the same nodes"),
                     "merge the two, or scope them to different roles or nodes",
                 );
