@@ -16,7 +16,7 @@ n, out = int(sys.argv[1]), sys.argv[2]
 lines = ["cluster: {domain: cluster.lan}", "vars: {pyme_data_root: /data/pyme}", "nodes:"]
 for i in range(n):
     role = "master" if i == 0 else "worker"
-    lines.append(f"  - {{name: node{i:04d}, address: 10.{i // 65536}.{i // 256 % 256}.{i % 256 + 1 if i % 256 < 254 else 1}, roles: [{role}]}}")
+    lines.append(f"  - {{name: node{i:04d}, address: 10.{i // 62500}.{i // 250 % 250}.{i % 250 + 1}, roles: [{role}]}}")
 lines.append("resources:")
 lines.append("  - hosts: {loopback_hostname: remove}")
 lines.append("  - user: {name: pyme, system: true}")
