@@ -38,13 +38,13 @@ impl Rng {
 
 fn manifest(s: &Sandbox) -> std::path::PathBuf {
     let mut text = String::from(
-        "nodes:\n  - name: master\n    address: 10.0.0.1\nresources:\n  - hosts: {loopback_hostname: static}\n  - user: {name: pyme, system: true}\n",
+        "nodes:\n  - name: master\n    address: 10.0.0.1\nresources:\n  - hosts: {loopback_hostname: static}\n  - user: {name: pyme, system: true, create_home: false}\n",
     );
     for i in 0..FILES {
         let content = s.manifest(&format!("files/{i}"), &new(i));
         let _ = content;
         text.push_str(&format!(
-            "  - file: {{path: /etc/app/{i}.conf, source: files/{i}, owner: pyme}}\n"
+            "  - file: {{path: /etc/app/{i}.conf, source: files/{i}}}\n"
         ));
     }
     s.manifest("m.yaml", &text)

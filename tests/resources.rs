@@ -80,14 +80,9 @@ fn full_cycle(s: &Sandbox, manifest: &str, expect_in_diff: &str) -> serde_json::
 
 const NODES: &str = "nodes:\n  - name: master\n    address: 10.0.0.1\n    roles: [master]\n  - name: node01\n    address: 10.0.0.11\n    roles: [worker]\n";
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 #[test]
 fn directory_is_created_with_owner_and_mode_then_left_alone() {
-    if !is_root() {
-        eprintln!("SKIP: directory ownership needs root (chown to another uid)");
+    if !common::have_root("directory_is_created_with_owner_and_mode_then_left_alone") {
         return;
     }
     let s = Sandbox::debian();
@@ -227,6 +222,9 @@ fn hosts_block_and_loopback_fix() {
 
 #[test]
 fn group_and_user_are_created_in_the_roots_files_only() {
+    if !common::have_root("group_and_user_are_created_in_the_roots_files_only") {
+        return;
+    }
     let s = Sandbox::debian();
     let manifest = format!(
         "{NODES}resources:\n  - group: {{name: microscopy, gid: 2000}}\n  - group: {{name: video}}\n  - user: {{name: pyme, system: true, groups: [microscopy, video], comment: PYME services}}\n"
@@ -261,6 +259,9 @@ fn group_and_user_are_created_in_the_roots_files_only() {
 
 #[test]
 fn user_changes_are_diffed_field_by_field_and_shadow_is_never_backed_up() {
+    if !common::have_root("user_changes_are_diffed_field_by_field_and_shadow_is_never_backed_up") {
+        return;
+    }
     let s = Sandbox::debian();
     let groups = "  - group: {name: video}\n  - group: {name: render}\n";
     let m1 = format!("{NODES}resources:\n{groups}  - user: {{name: alice, groups: [video]}}\n");

@@ -26,6 +26,18 @@ pub struct Meta {
     pub gid: u32,
 }
 
+impl Meta {
+    /// `mode`, owned by the user running provision: root on a real node, and the invoking user
+    /// when someone tries a manifest in a sandbox root without root privileges.
+    pub fn own(mode: u32) -> Meta {
+        Meta {
+            mode,
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+        }
+    }
+}
+
 /// Replaces `target` with `content`. `validate` is a shell command with `%s` for the temporary
 /// file; if it exits non-zero, the temporary file is removed and `target` is left untouched.
 pub fn write(
@@ -44,7 +56,7 @@ pub fn write(
         .unwrap_or_default();
     remove_stale_temps(dir, &name)?;
     let temp = dir.join(format!(".{name}{TEMP_MARK}{}", std::process::id()));
-    let result = write_temp(&temp, content, meta)
+    let result = write_temp(&temp, target, content, meta)
         .and_then(|()| match validate {
             Some(command) => run_validate(command, &temp, shown),
             None => Ok(()),
@@ -59,7 +71,7 @@ pub fn write(
     sync_dir(dir)
 }
 
-fn write_temp(temp: &Path, content: &[u8], meta: Meta) -> Result<()> {
+fn write_temp(temp: &Path, target: &Path, content: &[u8], meta: Meta) -> Result<()> {
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -67,7 +79,7 @@ fn write_temp(temp: &Path, content: &[u8], meta: Meta) -> Result<()> {
         .open(temp)
         .map_err(Error::io("create", temp))?;
     file.write_all(content).map_err(Error::io("write", temp))?;
-    set_meta_fd(&file, temp, meta)?;
+    set_meta_fd(&file, target, meta)?;
     file.sync_all().map_err(Error::io("fsync", temp))
 }
 
@@ -77,7 +89,7 @@ fn set_meta_fd(file: &File, path: &Path, meta: Meta) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     if current.uid() != meta.uid || current.gid() != meta.gid {
         std::os::unix::fs::fchown(file, Some(meta.uid), Some(meta.gid))
-            .map_err(Error::io("change the owner of", path))?;
+            .map_err(|e| super::chown_error(path, e))?;
     }
     file.set_permissions(std::fs::Permissions::from_mode(meta.mode))
         .map_err(Error::io("change the mode of", path))

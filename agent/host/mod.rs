@@ -48,6 +48,17 @@ impl Kind {
     }
 }
 
+/// A failed chown, with what to do when the cause is missing privilege.
+pub(crate) fn chown_error(path: &Path, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        return Error::Other(format!(
+            "cannot change the owner of {}: {e}; giving files to other users needs root, so run provision as root",
+            path.display()
+        ));
+    }
+    Error::io("change the owner of", path)(e)
+}
+
 /// The machine as seen through `--root`.
 #[derive(Debug)]
 pub struct Host {
@@ -161,7 +172,7 @@ impl Host {
     pub fn set_meta(&self, path: &str, meta: Meta) -> Result<()> {
         let real = self.resolve(path)?;
         std::os::unix::fs::lchown(&real, Some(meta.uid), Some(meta.gid))
-            .map_err(Error::io("change the owner of", &real))?;
+            .map_err(|e| chown_error(&real, e))?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&real, std::fs::Permissions::from_mode(meta.mode))
             .map_err(Error::io("change the mode of", &real))
@@ -211,11 +222,7 @@ impl Host {
 
     fn ensure_private_dir(&self, path: &str) -> Result<()> {
         if self.stat(path)?.is_none() {
-            let me = Meta {
-                mode: 0o700,
-                uid: nix::unistd::geteuid().as_raw(),
-                gid: nix::unistd::getegid().as_raw(),
-            };
+            let me = Meta::own(0o700);
             self.create_dir(path, me)?;
         }
         Ok(())

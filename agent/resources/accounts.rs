@@ -72,14 +72,7 @@ fn write(
     if old.is_some_and(|(text, _)| text == new) {
         return Ok(());
     }
-    let meta = old.map_or(
-        Meta {
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-        },
-        |(_, m)| *m,
-    );
+    let meta = old.map_or(Meta::own(0o644), |(_, m)| *m);
     if old.is_some() && (path == PASSWD || path == GROUP) {
         backups.push(host.backup(path)?);
     }

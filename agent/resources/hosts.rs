@@ -160,11 +160,7 @@ impl Resource for Hosts {
                     gid: stat.gid,
                 }
             }
-            None => Meta {
-                mode: 0o644,
-                uid: 0,
-                gid: 0,
-            },
+            None => Meta::own(0o644),
         };
         host.ensure_parent(&self.path)?;
         host.write(

@@ -65,21 +65,21 @@ impl Ownership {
         changes
     }
 
-    /// The ids and mode to give the path: what the manifest says, else what it has, else root and
-    /// the default mode.
+    /// The ids and mode to give the path: what the manifest says, else what it has, else the user
+    /// running provision (root on a real node) and the default mode.
     pub fn meta(&self, host: &Host, seen: Option<&Seen>) -> Result<Meta> {
         let accounts = host.accounts()?;
         let uid = match &self.owner {
             Some(name) => accounts
                 .uid(name)
                 .ok_or_else(|| missing("user", name, "/etc/passwd", host))?,
-            None => seen.map_or(0, |s| s.stat.uid),
+            None => seen.map_or(Meta::own(0).uid, |s| s.stat.uid),
         };
         let gid = match &self.group {
             Some(name) => accounts
                 .gid(name)
                 .ok_or_else(|| missing("group", name, "/etc/group", host))?,
-            None => seen.map_or(0, |s| s.stat.gid),
+            None => seen.map_or(Meta::own(0).gid, |s| s.stat.gid),
         };
         let mode = self
             .mode

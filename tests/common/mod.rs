@@ -200,3 +200,16 @@ pub fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> Run {
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
+
+/// Whether this process may give files to other users. Tests that create users with homes or
+/// set owners call this first and, without root, print why they skip instead of passing silently.
+pub fn have_root(test: &str) -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    if !root {
+        eprintln!(
+            "SKIP {test}: needs root to chown files to the users it creates (CI runs as root; \
+             run `sudo cargo test` to cover it)"
+        );
+    }
+    root
+}
