@@ -553,3 +553,78 @@ fn usage_errors_exit_1() {
     out.expect(1);
     assert!(out.stderr.contains("is not a directory"), "{}", out.stderr);
 }
+
+#[test]
+fn an_existing_account_is_adopted_as_it_is() {
+    let s = Sandbox::debian();
+    s.write(
+        "/etc/passwd",
+        &format!(
+            "{}alice:x:1000:100:Alice:/srv/alice:/bin/zsh\n",
+            common::DEBIAN_PASSWD
+        ),
+    );
+    s.write(
+        "/etc/group",
+        &format!("{}users:x:100:\nsudo:x:27:alice\n", common::DEBIAN_GROUP),
+    );
+    let m = s.manifest(
+        "m.yaml",
+        &format!("{NODES}resources:\n  - user: {{name: alice}}\n"),
+    );
+    let before = s.snapshot();
+    let out = s.run(&[
+        "apply",
+        m.to_str().unwrap(),
+        "--node",
+        "master",
+        "--detailed-exitcodes",
+    ]);
+    out.expect(0);
+    assert!(
+        out.stdout.contains(" 0 changed,"),
+        "nothing the manifest leaves out is reset:\n{}",
+        out.stdout
+    );
+    // Only the agent's own state (the apply lock) may appear; nothing of the node changes.
+    let mut after = s.snapshot();
+    after.retain(|path, _| !path.starts_with("var"));
+    assert_eq!(after, before);
+    // Naming an attribute manages it, and only it.
+    let m = s.manifest(
+        "m.yaml",
+        &format!("{NODES}resources:\n  - user: {{name: alice, shell: /bin/bash}}\n"),
+    );
+    let out = s.run(&["apply", m.to_str().unwrap(), "--node", "master", "--json"]);
+    out.expect(0);
+    let report = out.json();
+    let changes = report["resources"][0]["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{report:#}");
+    assert_eq!(changes[0]["text"], "shell /bin/zsh → /bin/bash");
+    assert!(
+        s.read("/etc/passwd")
+            .contains("alice:x:1000:100:Alice:/srv/alice:/bin/bash\n")
+    );
+    assert!(
+        s.read("/etc/group").contains("sudo:x:27:alice\n"),
+        "memberships untouched"
+    );
+}
+
+#[test]
+fn modes_in_the_json_report_are_octal_strings() {
+    let s = Sandbox::debian();
+    s.write("/etc/app.conf", "x\n");
+    std::fs::set_permissions(
+        s.path("/etc/app.conf"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let m = s.manifest("m.yaml", &format!("{NODES}resources:\n  - file: {{path: /etc/app.conf, content: \"x\\n\", mode: \"0600\"}}\n"));
+    let out = s.run(&["apply", m.to_str().unwrap(), "--node", "master", "--json"]);
+    out.expect(0);
+    let change = &out.json()["resources"][0]["changes"][0];
+    assert_eq!(change["change"], "mode");
+    assert_eq!(change["from"], "0644");
+    assert_eq!(change["to"], "0600");
+}

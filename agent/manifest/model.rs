@@ -1,7 +1,7 @@
 //! The manifest as written: one serde + JSON Schema definition per YAML shape.
 //!
 //! These types hold only what the user wrote. Defaults that depend on other parts of the manifest
-//! (a user's home, the node a resource runs on) are resolved later, in [`super::resolve`].
+//! (a user's home, the node a resource runs on) are resolved when the node's resources are built, in `crate::resources`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -230,9 +230,10 @@ pub struct UserSpec {
     /// Primary group; default: a group with the user's name, created with it.
     #[serde(default)]
     pub group: Option<String>,
-    /// Supplementary groups. The user's membership of exactly these groups is managed.
+    /// Supplementary groups. When given, the user is a member of exactly these groups (it leaves
+    /// any other); when left out, memberships are not touched.
     #[serde(default)]
-    pub groups: Vec<String>,
+    pub groups: Option<Vec<String>>,
     /// Home directory; default `/home/<name>`.
     #[serde(default)]
     pub home: Option<String>,
@@ -353,9 +354,16 @@ fn yes() -> bool {
 ///
 /// A bare YAML integer is refused: `0644` means 420 under YAML 1.1 and 644 under YAML 1.2, and a
 /// mode that silently means something else is how files end up world-writable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
 #[schemars(with = "String")]
 pub struct Mode(pub u32);
+
+/// Serialized as written in manifests (`"0644"`), so reports read like the manifest.
+impl Serialize for Mode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
 
 impl fmt::Display for Mode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -498,7 +498,7 @@ impl Validator<'_> {
                         "add a `group:` resource for it, or leave group: out to get a group named after the user",
                     );
                 }
-                for (i, g) in u.groups.iter().enumerate() {
+                for (i, g) in u.groups.iter().flatten().enumerate() {
                     if !groups.contains(g.as_str()) {
                         self.error(
                             o,

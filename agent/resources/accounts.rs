@@ -18,11 +18,15 @@ pub struct User {
     pub name: String,
     pub state: State,
     pub uid: Option<u32>,
-    /// Explicit primary group; `None`: a group named after the user.
+    /// Explicit primary group; `None`: a group named after a new user, the current one of an
+    /// existing user.
     pub group: Option<String>,
-    pub groups: Vec<String>,
-    pub home: String,
-    pub shell: String,
+    /// `None`: memberships left as they are.
+    pub groups: Option<Vec<String>>,
+    /// `None`: `/home/<name>` for a new user, the current one of an existing user.
+    pub home: Option<String>,
+    /// `None`: a default for a new user, the current one of an existing user.
+    pub shell: Option<String>,
     pub comment: Option<String>,
     pub system: bool,
     pub create_home: bool,
@@ -34,12 +38,39 @@ pub struct UserFound {
     primary_group: Option<String>,
     own_group_exists: bool,
     memberships: Vec<String>,
+    /// The home the user has or will have.
+    home: String,
     home_exists: bool,
 }
 
 impl User {
+    /// The primary group a new user gets.
     fn primary_group(&self) -> &str {
         self.group.as_deref().unwrap_or(&self.name)
+    }
+
+    fn home_for(&self, existing: Option<&UserEntry>) -> String {
+        self.home
+            .clone()
+            .or_else(|| existing.map(|e| e.home.clone()))
+            .unwrap_or_else(|| format!("/home/{}", self.name))
+    }
+
+    fn shell_for(&self, existing: Option<&UserEntry>) -> String {
+        let default = if self.system {
+            "/usr/sbin/nologin"
+        } else {
+            "/bin/bash"
+        };
+        self.shell
+            .clone()
+            .or_else(|| existing.map(|e| e.shell.clone()))
+            .unwrap_or_else(|| default.to_owned())
+    }
+
+    /// The home directory is created for a new user, or when the manifest names it.
+    fn wants_home(&self, found: &UserFound) -> bool {
+        self.create_home && (found.entry.is_none() || self.home.is_some())
     }
 }
 
@@ -94,7 +125,13 @@ impl Resource for User {
     }
 
     fn needs(&self) -> Vec<Need> {
-        let mut needs: Vec<Need> = self.groups.iter().cloned().map(Need::Group).collect();
+        let mut needs: Vec<Need> = self
+            .groups
+            .iter()
+            .flatten()
+            .cloned()
+            .map(Need::Group)
+            .collect();
         if let Some(g) = &self.group {
             needs.push(Need::Group(g.clone()));
         }
@@ -108,7 +145,8 @@ impl Resource for User {
             primary_group: entry.as_ref().map(|e| accounts.group_name(e.gid)),
             own_group_exists: accounts.group(self.primary_group()).is_some(),
             memberships: accounts.memberships(&self.name),
-            home_exists: host.stat(&self.home)?.is_some(),
+            home: self.home_for(entry.as_ref()),
+            home_exists: host.stat(&self.home_for(entry.as_ref()))?.is_some(),
             entry,
         })
     }
@@ -143,22 +181,24 @@ impl Resource for User {
                 {
                     changes.push(attr("uid", Some(e.uid.to_string()), Some(uid.to_string())));
                 }
-                if found.primary_group.as_deref() != Some(self.primary_group()) {
+                if let Some(group) = &self.group
+                    && found.primary_group.as_ref() != Some(group)
+                {
                     changes.push(attr(
                         "primary group",
                         found.primary_group.clone(),
-                        Some(self.primary_group().to_owned()),
+                        Some(group.clone()),
                     ));
                 }
-                if e.home != self.home {
-                    changes.push(attr("home", Some(e.home.clone()), Some(self.home.clone())));
+                if let Some(home) = &self.home
+                    && e.home != *home
+                {
+                    changes.push(attr("home", Some(e.home.clone()), Some(home.clone())));
                 }
-                if e.shell != self.shell {
-                    changes.push(attr(
-                        "shell",
-                        Some(e.shell.clone()),
-                        Some(self.shell.clone()),
-                    ));
+                if let Some(shell) = &self.shell
+                    && e.shell != *shell
+                {
+                    changes.push(attr("shell", Some(e.shell.clone()), Some(shell.clone())));
                 }
                 if let Some(c) = &self.comment
                     && *c != e.gecos
@@ -167,25 +207,27 @@ impl Resource for User {
                 }
             }
         }
-        for g in &self.groups {
-            if !found.memberships.contains(g) {
-                changes.push(Change::Membership {
-                    group: g.clone(),
-                    join: true,
-                });
+        if let Some(groups) = &self.groups {
+            for g in groups {
+                if !found.memberships.contains(g) {
+                    changes.push(Change::Membership {
+                        group: g.clone(),
+                        join: true,
+                    });
+                }
+            }
+            for g in &found.memberships {
+                if !groups.contains(g) {
+                    changes.push(Change::Membership {
+                        group: g.clone(),
+                        join: false,
+                    });
+                }
             }
         }
-        for g in &found.memberships {
-            if !self.groups.contains(g) {
-                changes.push(Change::Membership {
-                    group: g.clone(),
-                    join: false,
-                });
-            }
-        }
-        if self.create_home && !found.home_exists {
+        if self.state == State::Present && self.wants_home(found) && !found.home_exists {
             changes.push(Change::Create {
-                what: format!("home directory {}", self.home),
+                what: format!("home directory {}", found.home),
             });
         }
         changes
@@ -228,9 +270,15 @@ impl Resource for User {
                     .free_uid(self.system)
                     .ok_or_else(|| Error::Other("no free user id left".into()))?,
             };
-            let gid = match accounts.group(self.primary_group()) {
-                Some(g) => g.gid,
-                None if self.group.is_none() => {
+            let existing_gid = if self.group.is_none() {
+                found.entry.as_ref().map(|e| e.gid)
+            } else {
+                None
+            };
+            let gid = match (existing_gid, accounts.group(self.primary_group())) {
+                (Some(gid), _) => gid,
+                (None, Some(g)) => g.gid,
+                (None, None) if self.group.is_none() => {
                     let gid = if accounts.groups.iter().any(|g| g.gid == uid) {
                         accounts
                             .free_gid(self.system)
@@ -253,7 +301,7 @@ impl Resource for User {
                     }
                     gid
                 }
-                None => {
+                (None, None) => {
                     return Err(Error::Other(format!(
                         "primary group `{}` does not exist in {}{GROUP}",
                         self.primary_group(),
@@ -271,17 +319,19 @@ impl Resource for User {
                 uid,
                 gid,
                 gecos,
-                home: self.home.clone(),
-                shell: self.shell.clone(),
+                home: found.home.clone(),
+                shell: self.shell_for(found.entry.as_ref()),
             };
             new_passwd = accounts::set_line(&new_passwd, &self.name, Some(&entry.line()));
             if shadow.is_some() && found.entry.is_none() {
                 let line = format!("{}:!:{}::::::", self.name, days_since_epoch());
                 new_shadow = accounts::set_line(&new_shadow, &self.name, Some(&line));
             }
-            new_group = accounts::set_memberships(&new_group, &self.name, &self.groups);
-            if gshadow.is_some() {
-                new_gshadow = accounts::set_memberships(&new_gshadow, &self.name, &self.groups);
+            if let Some(groups) = &self.groups {
+                new_group = accounts::set_memberships(&new_group, &self.name, groups);
+                if gshadow.is_some() {
+                    new_gshadow = accounts::set_memberships(&new_gshadow, &self.name, groups);
+                }
             }
         }
         // Groups before users: passwd never names a group id that does not exist yet.
@@ -293,13 +343,16 @@ impl Resource for User {
         if shadow.is_some() {
             write(host, SHADOW, shadow.as_ref(), &new_shadow, &mut backups)?;
         }
-        if self.state == State::Present && self.create_home && host.stat(&self.home)?.is_none() {
+        if self.state == State::Present
+            && self.wants_home(found)
+            && host.stat(&found.home)?.is_none()
+        {
             let accounts = host.accounts()?;
             let u = accounts
                 .user(&self.name)
                 .ok_or_else(|| Error::Other(format!("user {} vanished", self.name)))?;
             host.create_dir(
-                &self.home,
+                &found.home,
                 Meta {
                     mode: 0o750,
                     uid: u.uid,

@@ -153,18 +153,8 @@ fn build_one(
             uid: u.uid,
             group: u.group.clone(),
             groups: u.groups.clone(),
-            home: u
-                .home
-                .clone()
-                .unwrap_or_else(|| format!("/home/{}", u.name)),
-            shell: u.shell.clone().unwrap_or_else(|| {
-                if u.system {
-                    "/usr/sbin/nologin"
-                } else {
-                    "/bin/bash"
-                }
-                .to_owned()
-            }),
+            home: u.home.clone(),
+            shell: u.shell.clone(),
             comment: u.comment.clone(),
             system: u.system,
             create_home: u.create_home,
