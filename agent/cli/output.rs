@@ -55,9 +55,15 @@ pub fn report(out: &mut impl Write, report: &Report, diff: bool) {
                 )
             }
             Status::Failed => {
+                let attempted: Vec<&str> = r.changes.iter().map(|c| c.text.as_str()).collect();
+                let attempted = if attempted.is_empty() {
+                    String::new()
+                } else {
+                    format!("\n  while: {}", attempted.join("; "))
+                };
                 writeln!(
                     out,
-                    "{} {}: {}",
+                    "{} {}: {}{attempted}",
                     paint(Paint::Error, "failed"),
                     r.id,
                     r.error.as_deref().unwrap_or("unknown error")

@@ -12,7 +12,7 @@ use std::time::Instant;
 use crate::host::Host;
 pub use change::{Change, ContentDiff};
 pub use report::{ChangeEntry, Report, ResourceReport, Status, Summary};
-pub use resource::{Applied, Need, Outcome, Reconcile, Resource};
+pub use resource::{Applied, Failure, Need, Outcome, Reconcile, Resource};
 
 /// One resource to run: built, or the reason it could not be built (a template that does not
 /// render, say), which fails it without stopping the others.
@@ -87,42 +87,37 @@ pub fn run(
             };
             report.skipped_because = Some(format!("{dep} {why}"));
         } else {
-            let outcome = match &step.body {
-                Ok(body) => body
-                    .reconcile(host, !options.check)
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.clone()),
+            let (changes, applied, error) = match &step.body {
+                Ok(body) => match body.reconcile(host, !options.check) {
+                    Ok(outcome) => (outcome.changes, outcome.applied, None),
+                    Err(failure) => (failure.changes, None, Some(failure.error.to_string())),
+                },
+                Err(e) => (Vec::new(), None, Some(e.clone())),
             };
-            match outcome {
-                Ok(outcome) => {
-                    if !outcome.changes.is_empty() {
-                        report.status = Status::Changed;
+            report.status = match (&error, changes.is_empty()) {
+                (Some(_), _) => Status::Failed,
+                (None, true) => Status::Unchanged,
+                (None, false) => Status::Changed,
+            };
+            report.error = error;
+            report.changes = changes
+                .into_iter()
+                .map(|mut change| {
+                    if let (Change::Content(d), false) = (&mut change, options.diff) {
+                        d.unified = None;
                     }
-                    report.changes = outcome
-                        .changes
-                        .into_iter()
-                        .map(|mut change| {
-                            if let (Change::Content(d), false) = (&mut change, options.diff) {
-                                d.unified = None;
-                            }
-                            ChangeEntry {
-                                text: change.to_string(),
-                                change,
-                            }
-                        })
-                        .collect();
-                    if let Some(applied) = outcome.applied {
-                        report.backups = applied
-                            .backups
-                            .iter()
-                            .map(|p| p.display().to_string())
-                            .collect();
+                    ChangeEntry {
+                        text: change.to_string(),
+                        change,
                     }
-                }
-                Err(e) => {
-                    report.status = Status::Failed;
-                    report.error = Some(e);
-                }
+                })
+                .collect();
+            if let Some(applied) = applied {
+                report.backups = applied
+                    .backups
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
             }
         }
         report.duration_ms = t.elapsed().as_secs_f64() * 1000.0;

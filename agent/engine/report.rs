@@ -33,6 +33,8 @@ pub struct ChangeEntry {
 pub struct ResourceReport {
     pub id: String,
     pub status: Status,
+    /// What changed (would change, in check mode). For `failed`: the changes that were being
+    /// made when it failed, which may be partly done.
     pub changes: Vec<ChangeEntry>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

@@ -51,6 +51,23 @@ pub struct Outcome {
     pub applied: Option<Applied>,
 }
 
+/// A reconcile that failed, with the changes it was making when it did (empty if observing
+/// failed), so a report says what a failed apply may have left half done.
+#[derive(Debug)]
+pub struct Failure {
+    pub changes: Vec<Change>,
+    pub error: crate::host::Error,
+}
+
+impl From<crate::host::Error> for Failure {
+    fn from(error: crate::host::Error) -> Failure {
+        Failure {
+            changes: Vec::new(),
+            error,
+        }
+    }
+}
+
 /// [`Resource`] without its associated type, so resources of every kind fit in one list.
 pub trait Reconcile {
     fn id(&self) -> String;
@@ -58,7 +75,7 @@ pub trait Reconcile {
     /// Observe and diff; when `write` is set and something differs, apply, then observe again and
     /// fail if the node still differs (an apply that does not converge is a bug to report, not to
     /// hide).
-    fn reconcile(&self, host: &Host, write: bool) -> Result<Outcome>;
+    fn reconcile(&self, host: &Host, write: bool) -> Result<Outcome, Failure>;
 }
 
 impl<R: Resource> Reconcile for R {
@@ -70,7 +87,7 @@ impl<R: Resource> Reconcile for R {
         Resource::needs(self)
     }
 
-    fn reconcile(&self, host: &Host, write: bool) -> Result<Outcome> {
+    fn reconcile(&self, host: &Host, write: bool) -> Result<Outcome, Failure> {
         let observed = self.observe(host)?;
         let changes = self.diff(&observed);
         if !write || changes.is_empty() {
@@ -79,14 +96,21 @@ impl<R: Resource> Reconcile for R {
                 applied: None,
             });
         }
-        let applied = self.apply(host, &observed, &changes)?;
-        let left = self.diff(&self.observe(host)?);
+        let applied = match self.apply(host, &observed, &changes) {
+            Ok(applied) => applied,
+            Err(error) => return Err(Failure { changes, error }),
+        };
+        let left = match self.observe(host) {
+            Ok(again) => self.diff(&again),
+            Err(error) => return Err(Failure { changes, error }),
+        };
         if !left.is_empty() {
             let left: Vec<String> = left.iter().map(ToString::to_string).collect();
-            return Err(crate::host::Error::Other(format!(
+            let error = crate::host::Error::Other(format!(
                 "the node still differs after apply: {}",
                 left.join("; ")
-            )));
+            ));
+            return Err(Failure { changes, error });
         }
         Ok(Outcome {
             changes,
