@@ -90,7 +90,7 @@ pub fn run(
             let (changes, applied, error) = match &step.body {
                 Ok(body) => match body.reconcile(host, !options.check) {
                     Ok(outcome) => (outcome.changes, outcome.applied, None),
-                    Err(failure) => (failure.changes, None, Some(failure.error.to_string())),
+                    Err(failure) => (failure.changes, None, Some(failure.error)),
                 },
                 Err(e) => (Vec::new(), None, Some(e.clone())),
             };

@@ -98,18 +98,25 @@ impl<R: Resource> Reconcile for R {
         }
         let applied = match self.apply(host, &observed, &changes) {
             Ok(applied) => applied,
-            Err(error) => return Err(Failure { changes, error }),
+            Err(error) => {
+                return Err(Failure {
+                    changes,
+                    error: error.to_string(),
+                });
+            }
         };
         let left = match self.observe(host) {
             Ok(again) => self.diff(&again),
-            Err(error) => return Err(Failure { changes, error }),
+            Err(error) => {
+                return Err(Failure {
+                    changes,
+                    error: error.to_string(),
+                });
+            }
         };
         if !left.is_empty() {
             let left: Vec<String> = left.iter().map(ToString::to_string).collect();
-            let error = crate::host::Error::Other(format!(
-                "the node still differs after apply: {}",
-                left.join("; ")
-            ));
+            let error = format!("the node still differs after apply: {}", left.join("; "));
             return Err(Failure { changes, error });
         }
         Ok(Outcome {
