@@ -56,14 +56,15 @@ pub struct Outcome {
 #[derive(Debug)]
 pub struct Failure {
     pub changes: Vec<Change>,
-    pub error: crate::host::Error,
+    /// The error, as the report shows it.
+    pub error: String,
 }
 
 impl From<crate::host::Error> for Failure {
     fn from(error: crate::host::Error) -> Failure {
         Failure {
             changes: Vec::new(),
-            error,
+            error: error.to_string(),
         }
     }
 }
