@@ -85,8 +85,6 @@ enum UsageError {
     #[error("{0}")]
     Select(#[from] manifest::SelectError),
     #[error("{0}")]
-    Cycle(#[from] engine::CycleError),
-    #[error("{0}")]
     Host(#[from] crate::host::Error),
     #[error("--root {}: {reason}", .path.display())]
     Root { path: PathBuf, reason: String },
@@ -156,8 +154,70 @@ fn run(command: Command) -> Result<u8, UsageError> {
     }
 }
 
+/// A dependency cycle among the resources of `nodes`, as a manifest error at the first resource
+/// in it.
+fn cycle_diagnostic(
+    m: &manifest::Manifest,
+    sel: &manifest::NodeSelection<'_>,
+    nodes: &[&str],
+    cycle: &[String],
+) -> manifest::Diagnostic {
+    let first = sel
+        .resources
+        .iter()
+        .map(|&i| &m.resources[i])
+        .find(|r| cycle.first() == Some(&r.value.id()));
+    let origin = first.map_or(
+        manifest::Origin {
+            file: 0,
+            path: String::new(),
+        },
+        |r| r.origin.clone(),
+    );
+    m.diagnostic(
+        &origin,
+        "",
+        format!(
+            "on {}: the resources {} depend on each other in a cycle (through after:, owners, groups or parent directories)",
+            nodes.join(", "),
+            cycle.join(", ")
+        ),
+        Some("remove one of the after: entries, or an owner/group/directory that closes the loop".into()),
+    )
+}
+
+/// Dependency cycles on any node. Nodes that run the same resources share one check.
+fn order_errors(m: &manifest::Manifest, facts: &Facts) -> Vec<manifest::Diagnostic> {
+    let mut groups: std::collections::BTreeMap<Vec<usize>, Vec<&str>> =
+        std::collections::BTreeMap::new();
+    for n in &m.nodes {
+        if let Ok(sel) = m.select(Some(&n.value.name), "") {
+            groups.entry(sel.resources).or_default().push(&n.value.name);
+        }
+    }
+    let mut errors = Vec::new();
+    for nodes in groups.values() {
+        let Ok(sel) = m.select(Some(nodes[0]), "") else {
+            continue;
+        };
+        let steps = crate::resources::build(m, &sel, facts);
+        if let Err(engine::CycleError(cycle)) = engine::check_order(&steps) {
+            errors.push(cycle_diagnostic(m, &sel, nodes, &cycle));
+        }
+    }
+    errors
+}
+
 fn validate(path: &Path, json: bool) -> Result<u8, UsageError> {
-    match manifest::parse(path) {
+    let parsed = manifest::parse(path).and_then(|m| {
+        let errors = order_errors(&m, &Facts::gather());
+        if errors.is_empty() {
+            Ok(m)
+        } else {
+            Err(manifest::Diagnostics(errors))
+        }
+    });
+    match parsed {
         Ok(m) => {
             if json {
                 println!("{}", serde_json::json!({"valid": true, "errors": []}));
@@ -204,13 +264,23 @@ fn apply(args: &ApplyArgs, plan: bool) -> Result<u8, UsageError> {
         diff: args.diff || plan,
     };
     let steps = crate::resources::build(&manifest, &selection, &facts);
+    // A cycle is a manifest error: report it before anything (even the lock file) is written.
+    let located = |engine::CycleError(cycle)| {
+        manifest::Diagnostics(vec![cycle_diagnostic(
+            &manifest,
+            &selection,
+            &[&selection.node.name],
+            &cycle,
+        )])
+    };
+    engine::check_order(&steps).map_err(located)?;
     // Only a writing apply takes the lock: check mode writes nothing, not even a lock file.
     let _lock = if options.check {
         None
     } else {
         Some(host.lock()?)
     };
-    let report = engine::run(&steps, &host, &selection.node.name, options)?;
+    let report = engine::run(&steps, &host, &selection.node.name, options).map_err(located)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if args.json {

@@ -34,14 +34,12 @@ pub struct Options {
 #[error("the resources {} depend on each other in a cycle (through after:, owners, groups or parent directories)\n  hint: remove one of the after: entries, or an owner/group that closes the loop", .0.join(", "))]
 pub struct CycleError(pub Vec<String>);
 
-/// Runs `steps` on `host` and reports. Fails before touching anything if the steps form a cycle.
-pub fn run(
-    steps: &[Step],
-    host: &Host,
-    node: &str,
-    options: Options,
-) -> Result<Report, CycleError> {
-    let started = Instant::now();
+/// The order `steps` run in; `Err` if they form a cycle. Touches nothing.
+pub fn check_order(steps: &[Step]) -> Result<(), CycleError> {
+    order(steps).map(|_| ())
+}
+
+fn order(steps: &[Step]) -> Result<graph::Order, CycleError> {
     let vertices: Vec<graph::Vertex<'_>> = steps
         .iter()
         .map(|s| graph::Vertex {
@@ -50,7 +48,18 @@ pub fn run(
             needs: s.body.as_ref().map(|b| b.needs()).unwrap_or_default(),
         })
         .collect();
-    let order = graph::order(&vertices).map_err(CycleError)?;
+    graph::order(&vertices).map_err(CycleError)
+}
+
+/// Runs `steps` on `host` and reports. Fails before touching anything if the steps form a cycle.
+pub fn run(
+    steps: &[Step],
+    host: &Host,
+    node: &str,
+    options: Options,
+) -> Result<Report, CycleError> {
+    let started = Instant::now();
+    let order = order(steps)?;
     tracing::info!(
         resources = steps.len(),
         check = options.check,

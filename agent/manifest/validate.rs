@@ -426,29 +426,30 @@ impl Validator<'_> {
     /// `after:`, owners, groups and supplementary groups must name things the manifest defines.
     fn references(&mut self) {
         let ids: BTreeSet<String> = self.m.resources.iter().map(|r| r.value.id()).collect();
-        let users: BTreeSet<&str> = self
-            .m
-            .resources
-            .iter()
-            .filter_map(|r| match &r.value {
-                ResourceSpec::User(u) if u.state == State::Present => Some(u.name.as_str()),
-                _ => None,
-            })
-            .chain(["root"])
-            .collect();
-        let groups: BTreeSet<&str> = self
-            .m
-            .resources
-            .iter()
-            .filter_map(|r| match &r.value {
-                ResourceSpec::Group(g) if g.state == State::Present => Some(g.name.as_str()),
-                ResourceSpec::User(u) if u.state == State::Present && u.group.is_none() => {
-                    Some(u.name.as_str())
+        let all: BTreeSet<usize> = (0..self.m.nodes.len()).collect();
+        // Who provides each user and group, and on which nodes.
+        let mut users: BTreeMap<&str, BTreeSet<usize>> = BTreeMap::from([("root", all.clone())]);
+        let mut groups: BTreeMap<&str, BTreeSet<usize>> = BTreeMap::from([("root", all)]);
+        for r in &self.m.resources {
+            let provided = match &r.value {
+                ResourceSpec::User(u) if u.state == State::Present => {
+                    users
+                        .entry(u.name.as_str())
+                        .or_default()
+                        .extend(super::select::nodes_of(self.m, &r.value));
+                    if u.group.is_some() {
+                        continue;
+                    }
+                    u.name.as_str()
                 }
-                _ => None,
-            })
-            .chain(["root"])
-            .collect();
+                ResourceSpec::Group(g) if g.state == State::Present => g.name.as_str(),
+                _ => continue,
+            };
+            groups
+                .entry(provided)
+                .or_default()
+                .extend(super::select::nodes_of(self.m, &r.value));
+        }
         for r in &self.m.resources {
             let o = &r.origin;
             let kind = r.value.kind();
@@ -462,51 +463,52 @@ impl Validator<'_> {
                     );
                 }
             }
+            let nodes = super::select::nodes_of(self.m, &r.value);
             let (owner, group) = match &r.value {
                 ResourceSpec::Directory(d) => (d.owner.as_deref(), d.group.as_deref()),
                 ResourceSpec::File(f) => (f.owner.as_deref(), f.group.as_deref()),
                 _ => (None, None),
             };
-            if let Some(owner) = owner
-                && !users.contains(owner)
-            {
-                self.error(
-                    o,
-                    &format!("{kind}.owner"),
-                    format!("owner `{owner}` is not a user this manifest defines"),
-                    "add a `user:` resource for it (an existing account is left as it is), or use root",
-                );
+            let mut refs: Vec<(String, &str, &str, &str, &str)> = Vec::new();
+            if let Some(owner) = owner {
+                refs.push((format!("{kind}.owner"), owner, "user", "owner", "add a `user:` resource for it (an existing account is left as it is), or use root"));
             }
-            if let Some(group) = group
-                && !groups.contains(group)
-            {
-                self.error(
-                    o,
-                    &format!("{kind}.group"),
-                    format!("group `{group}` is not a group this manifest defines"),
-                    "add a `group:` resource for it (an existing group is left as it is), or use root",
-                );
+            if let Some(group) = group {
+                refs.push((format!("{kind}.group"), group, "group", "group", "add a `group:` resource for it (an existing group is left as it is), or use root"));
             }
             if let ResourceSpec::User(u) = &r.value {
-                if let Some(g) = &u.group
-                    && !groups.contains(g.as_str())
-                {
-                    self.error(
-                        o,
-                        "user.group",
-                        format!("primary group `{g}` is not a group this manifest defines"),
-                        "add a `group:` resource for it, or leave group: out to get a group named after the user",
-                    );
+                if let Some(g) = &u.group {
+                    refs.push(("user.group".into(), g, "group", "primary group", "add a `group:` resource for it, or leave group: out to get a group named after the user"));
                 }
                 for (i, g) in u.groups.iter().flatten().enumerate() {
-                    if !groups.contains(g.as_str()) {
+                    refs.push((format!("user.groups[{i}]"), g, "group", "group", "add a `group:` resource for it; an existing group such as video is adopted as it is"));
+                }
+            }
+            for (sub, name, noun, what, hint) in refs {
+                let providers = if noun == "user" { &users } else { &groups };
+                match providers.get(name) {
+                    None => self.error(
+                        o,
+                        &sub,
+                        format!("{what} `{name}` is not a {noun} this manifest defines"),
+                        hint,
+                    ),
+                    Some(on) if !nodes.is_subset(on) => {
+                        let missing: Vec<&str> = nodes
+                            .difference(on)
+                            .map(|&n| self.m.nodes[n].value.name.as_str())
+                            .collect();
                         self.error(
                             o,
-                            &format!("user.groups[{i}]"),
-                            format!("group `{g}` is not a group this manifest defines"),
-                            "add a `group:` resource for it; an existing group such as video is adopted as it is",
+                            &sub,
+                            format!(
+                                "{what} `{name}` is defined only for some of the nodes this {kind} applies to (not for: {})",
+                                missing.join(", ")
+                            ),
+                            &format!("scope the `{noun}: {name}` resource to every node that uses it, or scope this {kind} to fewer nodes"),
                         );
                     }
+                    Some(_) => {}
                 }
             }
         }
