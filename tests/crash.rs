@@ -133,29 +133,15 @@ fn sigkill_at_random_moments_never_tears_a_file_and_the_next_apply_converges() {
             interrupted += 1;
         }
         // The next apply converges, and a third finds nothing to do.
-        let again = common::run(&[
-            "apply",
-            m.to_str().unwrap(),
-            "--node",
-            "master",
-            "--root",
-            fresh.root().to_str().unwrap(),
-        ]);
+        let m = m.to_str().unwrap();
+        let again = fresh.run(&["apply", m, "--node", "master"]);
         again.expect(0);
         assert_eq!(
             assert_whole(&fresh, round),
             FILES,
             "round {round}: converged"
         );
-        let third = common::run(&[
-            "apply",
-            m.to_str().unwrap(),
-            "--node",
-            "master",
-            "--root",
-            fresh.root().to_str().unwrap(),
-            "--detailed-exitcodes",
-        ]);
+        let third = fresh.run(&["apply", m, "--node", "master", "--detailed-exitcodes"]);
         third.expect(0);
         let leftovers: Vec<_> = std::fs::read_dir(fresh.path("/etc/app"))
             .unwrap()
