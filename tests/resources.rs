@@ -628,3 +628,28 @@ fn modes_in_the_json_report_are_octal_strings() {
     assert_eq!(change["from"], "0644");
     assert_eq!(change["to"], "0600");
 }
+
+#[test]
+fn a_failed_resource_still_reports_the_backup_it_kept() {
+    let s = Sandbox::debian();
+    s.write("/etc/app.conf", "good old\n");
+    let m = s.manifest(
+        "m.yaml",
+        &format!("{NODES}resources:\n  - file: {{path: /etc/app.conf, content: \"bad new\\n\", validate: \"grep -q good %s\"}}\n"),
+    );
+    let out = s.run(&["apply", m.to_str().unwrap(), "--node", "master", "--json"]);
+    out.expect(4);
+    let r = &out.json()["resources"][0];
+    assert_eq!(r["status"], "failed");
+    let backups = r["backups"].as_array().unwrap();
+    assert_eq!(backups.len(), 1, "{r:#}");
+    assert_eq!(
+        std::fs::read_to_string(backups[0].as_str().unwrap()).unwrap(),
+        "good old\n"
+    );
+    assert_eq!(
+        s.read("/etc/app.conf"),
+        "good old\n",
+        "the rejected content was not written"
+    );
+}

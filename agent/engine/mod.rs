@@ -12,7 +12,7 @@ use std::time::Instant;
 use crate::host::Host;
 pub use change::{Change, ContentDiff};
 pub use report::{ChangeEntry, Report, ResourceReport, Status, Summary};
-pub use resource::{Applied, Failure, Need, Outcome, Reconcile, Resource};
+pub use resource::{Failure, Need, Outcome, Reconcile, Resource};
 
 /// One resource to run: built, or the reason it could not be built (a template that does not
 /// render, say), which fails it without stopping the others.
@@ -96,12 +96,13 @@ pub fn run(
             };
             report.skipped_because = Some(format!("{dep} {why}"));
         } else {
-            let (changes, applied, error) = match &step.body {
+            host.take_backups();
+            let (changes, error) = match &step.body {
                 Ok(body) => match body.reconcile(host, !options.check) {
-                    Ok(outcome) => (outcome.changes, outcome.applied, None),
-                    Err(failure) => (failure.changes, None, Some(failure.error)),
+                    Ok(outcome) => (outcome.changes, None),
+                    Err(failure) => (failure.changes, Some(failure.error)),
                 },
-                Err(e) => (Vec::new(), None, Some(e.clone())),
+                Err(e) => (Vec::new(), Some(e.clone())),
             };
             report.status = match (&error, changes.is_empty()) {
                 (Some(_), _) => Status::Failed,
@@ -121,13 +122,11 @@ pub fn run(
                     }
                 })
                 .collect();
-            if let Some(applied) = applied {
-                report.backups = applied
-                    .backups
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect();
-            }
+            report.backups = host
+                .take_backups()
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
         }
         report.duration_ms = t.elapsed().as_secs_f64() * 1000.0;
         match report.status {

@@ -1,7 +1,5 @@
 //! The one trait every resource kind implements, and its object-safe form for the executor.
 
-use std::path::PathBuf;
-
 use super::change::Change;
 use crate::host::{Host, Result};
 
@@ -13,12 +11,6 @@ pub enum Need {
     Group(String),
     /// A directory that must exist: every managed directory at or above it comes first.
     Directory(String),
-}
-
-/// What an apply did besides the changes: the backups it kept.
-#[derive(Debug, Default)]
-pub struct Applied {
-    pub backups: Vec<PathBuf>,
 }
 
 /// One managed thing on the node. Observe and diff never change anything; only `apply` does, and
@@ -41,14 +33,13 @@ pub trait Resource {
     fn diff(&self, observed: &Self::Observed) -> Vec<Change>;
 
     /// Makes the changes. Called only with a non-empty `changes` from `diff(observed)`.
-    fn apply(&self, host: &Host, observed: &Self::Observed, changes: &[Change]) -> Result<Applied>;
+    fn apply(&self, host: &Host, observed: &Self::Observed, changes: &[Change]) -> Result<()>;
 }
 
 /// The outcome of reconciling one resource.
 #[derive(Debug)]
 pub struct Outcome {
     pub changes: Vec<Change>,
-    pub applied: Option<Applied>,
 }
 
 /// A reconcile that failed, with the changes it was making when it did (empty if observing
@@ -92,13 +83,10 @@ impl<R: Resource> Reconcile for R {
         let observed = self.observe(host)?;
         let changes = self.diff(&observed);
         if !write || changes.is_empty() {
-            return Ok(Outcome {
-                changes,
-                applied: None,
-            });
+            return Ok(Outcome { changes });
         }
-        let applied = match self.apply(host, &observed, &changes) {
-            Ok(applied) => applied,
+        match self.apply(host, &observed, &changes) {
+            Ok(()) => {}
             Err(error) => {
                 return Err(Failure {
                     changes,
@@ -120,9 +108,6 @@ impl<R: Resource> Reconcile for R {
             let error = format!("the node still differs after apply: {}", left.join("; "));
             return Err(Failure { changes, error });
         }
-        Ok(Outcome {
-            changes,
-            applied: Some(applied),
-        })
+        Ok(Outcome { changes })
     }
 }

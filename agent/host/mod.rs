@@ -65,6 +65,9 @@ pub struct Host {
     root: Root,
     /// One timestamp per run, so the backups of one apply sort together.
     stamp: String,
+    /// Backups kept since the last [`Host::take_backups`], so a report lists every backup a
+    /// resource made, even one that failed after making it.
+    backups: std::cell::RefCell<Vec<PathBuf>>,
 }
 
 impl Host {
@@ -72,6 +75,7 @@ impl Host {
         Ok(Host {
             root: Root::new(root)?,
             stamp: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            backups: Default::default(),
         })
     }
 
@@ -217,7 +221,14 @@ impl Host {
             gid: meta.gid(),
         };
         self.write(&name, &content, me, None)?;
-        self.resolve(&name)
+        let real = self.resolve(&name)?;
+        self.backups.borrow_mut().push(real.clone());
+        Ok(real)
+    }
+
+    /// The backups kept since the last call.
+    pub fn take_backups(&self) -> Vec<PathBuf> {
+        self.backups.take()
     }
 
     fn ensure_private_dir(&self, path: &str) -> Result<()> {

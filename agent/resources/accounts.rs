@@ -3,7 +3,7 @@
 //! comment is kept byte for byte. passwd and group are backed up before a change; shadow and
 //! gshadow hold password hashes, so they are never copied anywhere.
 
-use crate::engine::{Applied, Change, Need, Resource};
+use crate::engine::{Change, Need, Resource};
 use crate::host::accounts::{self, Accounts, Group as GroupEntry, User as UserEntry};
 use crate::host::{Error, Host, Meta, Result};
 use crate::manifest::model::State;
@@ -93,19 +93,13 @@ fn read(host: &Host, path: &str) -> Result<Option<(String, Meta)>> {
 }
 
 /// Writes an account file if its text changed; passwd and group get a backup first.
-fn write(
-    host: &Host,
-    path: &str,
-    old: Option<&(String, Meta)>,
-    new: &str,
-    backups: &mut Vec<std::path::PathBuf>,
-) -> Result<()> {
+fn write(host: &Host, path: &str, old: Option<&(String, Meta)>, new: &str) -> Result<()> {
     if old.is_some_and(|(text, _)| text == new) {
         return Ok(());
     }
     let meta = old.map_or(Meta::own(0o644), |(_, m)| *m);
     if old.is_some() && (path == PASSWD || path == GROUP) {
-        backups.push(host.backup(path)?);
+        host.backup(path)?;
     }
     host.ensure_parent(path)?;
     host.write(path, new.as_bytes(), meta, None)
@@ -233,8 +227,7 @@ impl Resource for User {
         changes
     }
 
-    fn apply(&self, host: &Host, found: &UserFound, _: &[Change]) -> Result<Applied> {
-        let mut backups = Vec::new();
+    fn apply(&self, host: &Host, found: &UserFound, _: &[Change]) -> Result<()> {
         let passwd = read(host, PASSWD)?;
         let group = read(host, GROUP)?;
         let shadow = read(host, SHADOW)?;
@@ -335,13 +328,13 @@ impl Resource for User {
             }
         }
         // Groups before users: passwd never names a group id that does not exist yet.
-        write(host, GROUP, group.as_ref(), &new_group, &mut backups)?;
+        write(host, GROUP, group.as_ref(), &new_group)?;
         if gshadow.is_some() {
-            write(host, GSHADOW, gshadow.as_ref(), &new_gshadow, &mut backups)?;
+            write(host, GSHADOW, gshadow.as_ref(), &new_gshadow)?;
         }
-        write(host, PASSWD, passwd.as_ref(), &new_passwd, &mut backups)?;
+        write(host, PASSWD, passwd.as_ref(), &new_passwd)?;
         if shadow.is_some() {
-            write(host, SHADOW, shadow.as_ref(), &new_shadow, &mut backups)?;
+            write(host, SHADOW, shadow.as_ref(), &new_shadow)?;
         }
         if self.state == State::Present
             && self.wants_home(found)
@@ -360,7 +353,7 @@ impl Resource for User {
                 },
             )?;
         }
-        Ok(Applied { backups })
+        Ok(())
     }
 }
 
@@ -405,8 +398,7 @@ impl Resource for Group {
         }
     }
 
-    fn apply(&self, host: &Host, found: &Option<GroupEntry>, _: &[Change]) -> Result<Applied> {
-        let mut backups = Vec::new();
+    fn apply(&self, host: &Host, found: &Option<GroupEntry>, _: &[Change]) -> Result<()> {
         let group = read(host, GROUP)?;
         let gshadow = read(host, GSHADOW)?;
         let text =
@@ -465,10 +457,10 @@ impl Resource for Group {
                 new_gshadow,
             )
         };
-        write(host, GROUP, group.as_ref(), &new_group, &mut backups)?;
+        write(host, GROUP, group.as_ref(), &new_group)?;
         if gshadow.is_some() {
-            write(host, GSHADOW, gshadow.as_ref(), &new_gshadow, &mut backups)?;
+            write(host, GSHADOW, gshadow.as_ref(), &new_gshadow)?;
         }
-        Ok(Applied { backups })
+        Ok(())
     }
 }

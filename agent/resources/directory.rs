@@ -1,7 +1,7 @@
 //! `directory`: a directory with owner, group and mode; missing parents are created 0755 root.
 
 use super::ownership::{Ownership, Seen};
-use crate::engine::{Applied, Change, Need, Resource};
+use crate::engine::{Change, Need, Resource};
 use crate::host::{Error, Host, Kind, Result};
 
 #[derive(Debug)]
@@ -46,12 +46,12 @@ impl Resource for Directory {
         changes
     }
 
-    fn apply(&self, host: &Host, seen: &Option<Seen>, _: &[Change]) -> Result<Applied> {
+    fn apply(&self, host: &Host, seen: &Option<Seen>, _: &[Change]) -> Result<()> {
         let meta = self.ownership.meta(host, seen.as_ref())?;
         match seen {
             None => host.create_dir(&self.path, meta)?,
             Some(_) => host.set_meta(&self.path, meta)?,
         }
-        Ok(Applied::default())
+        Ok(())
     }
 }

@@ -3,7 +3,7 @@
 //! old one. Sensitive content is held as a [`Secret`]: no diff, no backup.
 
 use super::ownership::{Ownership, Seen};
-use crate::engine::{Applied, Change, ContentDiff, Need, Resource};
+use crate::engine::{Change, ContentDiff, Need, Resource};
 use crate::host::{Error, Host, Kind, Result};
 use crate::manifest::model::State;
 use crate::secret::Secret;
@@ -110,15 +110,14 @@ impl Resource for File {
         }
     }
 
-    fn apply(&self, host: &Host, found: &Option<Found>, changes: &[Change]) -> Result<Applied> {
-        let mut applied = Applied::default();
+    fn apply(&self, host: &Host, found: &Option<Found>, changes: &[Change]) -> Result<()> {
         let keep_backup = found.is_some() && matches!(self.content, Content::Plain(_));
         if self.state == State::Absent {
             if keep_backup {
-                applied.backups.push(host.backup(&self.path)?);
+                host.backup(&self.path)?;
             }
             host.remove_file(&self.path)?;
-            return Ok(applied);
+            return Ok(());
         }
         let seen = found.as_ref().map(|f| &f.seen);
         let meta = self.ownership.meta(host, seen)?;
@@ -127,7 +126,7 @@ impl Resource for File {
             .any(|c| matches!(c, Change::Create { .. } | Change::Content(_)));
         if rewrite {
             if keep_backup {
-                applied.backups.push(host.backup(&self.path)?);
+                host.backup(&self.path)?;
             }
             host.ensure_parent(&self.path)?;
             host.write(
@@ -139,6 +138,6 @@ impl Resource for File {
         } else {
             host.set_meta(&self.path, meta)?;
         }
-        Ok(applied)
+        Ok(())
     }
 }

@@ -3,7 +3,7 @@
 //! `127.0.1.1 <hostname>` line when `loopback_hostname` says to fix it: PYME advertises whatever
 //! its hostname resolves to, and 127.0.1.1 is unreachable from every other node.
 
-use crate::engine::{Applied, Change, ContentDiff, Resource};
+use crate::engine::{Change, ContentDiff, Resource};
 use crate::host::{Error, Host, Kind, Meta, Result};
 use crate::manifest::model::LoopbackHostname;
 
@@ -149,11 +149,10 @@ impl Resource for Hosts {
         }
     }
 
-    fn apply(&self, host: &Host, found: &Found, _: &[Change]) -> Result<Applied> {
-        let mut applied = Applied::default();
+    fn apply(&self, host: &Host, found: &Found, _: &[Change]) -> Result<()> {
         let meta = match host.stat(&self.path)? {
             Some(stat) => {
-                applied.backups.push(host.backup(&self.path)?);
+                host.backup(&self.path)?;
                 Meta {
                     mode: stat.mode,
                     uid: stat.uid,
@@ -169,7 +168,7 @@ impl Resource for Hosts {
             meta,
             None,
         )?;
-        Ok(applied)
+        Ok(())
     }
 }
 
