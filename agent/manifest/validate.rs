@@ -191,7 +191,13 @@ impl Validator<'_> {
     }
 
     fn resources(&mut self) {
-        for r in &self.m.resources {
+        let m = self.m;
+        let roles: BTreeSet<&str> = m
+            .nodes
+            .iter()
+            .flat_map(|n| n.value.roles.iter().map(String::as_str))
+            .collect();
+        for r in &m.resources {
             let o = &r.origin;
             let kind = r.value.kind();
             match &r.value {
@@ -330,7 +336,7 @@ impl Validator<'_> {
                 }
                 ResourceSpec::Group(g) => self.account_name(o, kind, &g.name),
             }
-            self.scope_refs(r.value.scope(), o, kind);
+            self.scope_refs(r.value.scope(), &roles, o, kind);
         }
         self.duplicates();
     }
@@ -357,13 +363,13 @@ impl Validator<'_> {
         }
     }
 
-    fn scope_refs(&mut self, scope: super::model::Scope<'_>, origin: &Origin, kind: &str) {
-        let roles: BTreeSet<&str> = self
-            .m
-            .nodes
-            .iter()
-            .flat_map(|n| n.value.roles.iter().map(String::as_str))
-            .collect();
+    fn scope_refs(
+        &mut self,
+        scope: super::model::Scope<'_>,
+        roles: &BTreeSet<&str>,
+        origin: &Origin,
+        kind: &str,
+    ) {
         for (i, role) in scope.roles.iter().enumerate() {
             if !roles.contains(role.as_str()) {
                 self.error(

@@ -135,12 +135,13 @@ impl Resource for User {
     fn observe(&self, host: &Host) -> Result<UserFound> {
         let accounts = host.accounts()?;
         let entry = accounts.user(&self.name).cloned();
+        let home = self.home_for(entry.as_ref());
         Ok(UserFound {
             primary_group: entry.as_ref().map(|e| accounts.group_name(e.gid)),
             own_group_exists: accounts.group(self.primary_group()).is_some(),
             memberships: accounts.memberships(&self.name),
-            home: self.home_for(entry.as_ref()),
-            home_exists: host.stat(&self.home_for(entry.as_ref()))?.is_some(),
+            home_exists: host.stat(&home)?.is_some(),
+            home,
             entry,
         })
     }
