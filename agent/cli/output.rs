@@ -3,7 +3,7 @@
 
 use std::io::{IsTerminal, Write};
 
-use crate::engine::{Change, Report, Status};
+use crate::engine::{Report, Status};
 use crate::facts::Facts;
 
 #[derive(Clone, Copy)]
@@ -84,7 +84,7 @@ pub fn report(out: &mut impl Write, report: &Report, diff: bool) {
         }
         if diff {
             for c in &r.changes {
-                if let Change::Content(d) = &c.change
+                if let Some(d) = c.change.content_diff()
                     && let Some(unified) = &d.unified
                 {
                     let _ = out.write_all(unified.as_bytes());

@@ -45,6 +45,47 @@ pub enum Change {
         group: String,
         join: bool,
     },
+    /// The resource's own entry in a file it shares with others (a mount's line in `/etc/fstab`,
+    /// its credentials file) changes.
+    Edit {
+        file: String,
+        diff: ContentDiff,
+    },
+    /// The live mount changes; `why` says what differs.
+    Mount {
+        action: MountAction,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        why: Vec<String>,
+    },
+}
+
+/// What happens to a live mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MountAction {
+    Mount,
+    /// `mount -o remount` with the new options.
+    Remount,
+    /// Unmount, then mount again (a different source or filesystem type).
+    Replace,
+    Unmount,
+}
+
+impl Change {
+    /// The content diff this change carries, if any.
+    pub fn content_diff(&self) -> Option<&ContentDiff> {
+        match self {
+            Change::Content(d) | Change::Edit { diff: d, .. } => Some(d),
+            _ => None,
+        }
+    }
+
+    pub fn content_diff_mut(&mut self) -> Option<&mut ContentDiff> {
+        match self {
+            Change::Content(d) | Change::Edit { diff: d, .. } => Some(d),
+            _ => None,
+        }
+    }
 }
 
 /// How a file's content changes. `unified` is absent for secret content.
@@ -137,6 +178,27 @@ impl fmt::Display for Change {
             }
             Change::Membership { group, join: true } => write!(f, "join group {group}"),
             Change::Membership { group, join: false } => write!(f, "leave group {group}"),
+            Change::Edit { file, diff } if diff.redacted => {
+                write!(f, "{file} changes ({REDACTED})")
+            }
+            Change::Edit { file, diff } => write!(
+                f,
+                "{file} changes (+{} -{} lines)",
+                diff.lines_added, diff.lines_removed
+            ),
+            Change::Mount { action, why } => {
+                let what = match action {
+                    MountAction::Mount => "mount",
+                    MountAction::Remount => "remount",
+                    MountAction::Replace => "unmount and mount again",
+                    MountAction::Unmount => "unmount",
+                };
+                if why.is_empty() {
+                    write!(f, "{what}")
+                } else {
+                    write!(f, "{what} ({})", why.join(", "))
+                }
+            }
         }
     }
 }

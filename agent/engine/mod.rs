@@ -10,7 +10,7 @@ pub mod resource;
 use std::time::Instant;
 
 use crate::host::Host;
-pub use change::{Change, ContentDiff};
+pub use change::{Change, ContentDiff, MountAction};
 pub use report::{ChangeEntry, Report, ResourceReport, Status, Summary};
 pub use resource::{Failure, Need, Outcome, Reconcile, Resource};
 
@@ -113,7 +113,7 @@ pub fn run(
             report.changes = changes
                 .into_iter()
                 .map(|mut change| {
-                    if let (Change::Content(d), false) = (&mut change, options.diff) {
+                    if let (Some(d), false) = (change.content_diff_mut(), options.diff) {
                         d.unified = None;
                     }
                     ChangeEntry {

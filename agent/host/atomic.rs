@@ -47,6 +47,20 @@ pub fn write(
     validate: Option<&str>,
     shown: &str,
 ) -> Result<()> {
+    write_checked(target, content, meta, &mut |temp| match validate {
+        Some(command) => run_validate(command, temp, shown),
+        None => Ok(()),
+    })
+}
+
+/// Replaces `target` with `content` after `check` accepts the complete temporary file (given its
+/// path); an error from `check` leaves `target` untouched.
+pub fn write_checked(
+    target: &Path,
+    content: &[u8],
+    meta: Meta,
+    check: &mut dyn FnMut(&Path) -> Result<()>,
+) -> Result<()> {
     let dir = target
         .parent()
         .ok_or_else(|| Error::Other(format!("{} has no parent directory", target.display())))?;
@@ -57,10 +71,7 @@ pub fn write(
     remove_stale_temps(dir, &name)?;
     let temp = dir.join(format!(".{name}{TEMP_MARK}{}", std::process::id()));
     let result = write_temp(&temp, target, content, meta)
-        .and_then(|()| match validate {
-            Some(command) => run_validate(command, &temp, shown),
-            None => Ok(()),
-        })
+        .and_then(|()| check(&temp))
         .and_then(|()| {
             std::fs::rename(&temp, target).map_err(Error::io("rename into place", target))
         });

@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod atomic;
 mod error;
+pub mod mounts;
 mod root;
 
 use std::fs::File;
@@ -145,6 +146,18 @@ impl Host {
         validate: Option<&str>,
     ) -> Result<()> {
         atomic::write(&self.resolve(path)?, content, meta, validate, path)
+    }
+
+    /// Atomically replaces node path `path` once `check` accepts the new content, which it gets
+    /// as a complete temporary file next to the target.
+    pub fn write_checked(
+        &self,
+        path: &str,
+        content: &[u8],
+        meta: Meta,
+        check: &mut dyn FnMut(&Path) -> Result<()>,
+    ) -> Result<()> {
+        atomic::write_checked(&self.resolve(path)?, content, meta, check)
     }
 
     /// Creates the directory `path` and any missing parents (parents 0755 root:root).

@@ -80,6 +80,9 @@ pub enum ResourceSpec {
     User(UserSpec),
     /// A local group (in the root's `/etc/group`).
     Group(GroupSpec),
+    /// A filesystem in `/etc/fstab` and in the live mount table: a CIFS share, NFS, tmpfs, a bind
+    /// mount, a disk. Keyed by its target.
+    Mount(MountSpec),
 }
 
 /// `present` (the default) or `absent`.
@@ -286,6 +289,184 @@ pub struct GroupSpec {
     pub after: Vec<String>,
 }
 
+/// What a `mount` resource should leave behind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MountState {
+    /// In fstab and mounted (the default).
+    #[default]
+    Mounted,
+    /// In fstab; whether it is mounted now is left alone.
+    Present,
+    /// In fstab, and not mounted now.
+    Unmounted,
+    /// Not in fstab, and not mounted.
+    Absent,
+}
+
+/// Mount options: a list (`[uid=pyme, iocharset=utf8]`) or one fstab-style string
+/// (`"uid=pyme,iocharset=utf8"`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, JsonSchema)]
+#[schemars(with = "OptionsSchema")]
+pub struct MountOptions(pub Vec<String>);
+
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+#[serde(untagged)]
+enum OptionsSchema {
+    List(Vec<String>),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for MountOptions {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<MountOptions, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = MountOptions;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of mount options or a comma-separated string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<MountOptions, E> {
+                Ok(MountOptions(v.split(',').map(str::to_owned).collect()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<MountOptions, A::Error> {
+                let mut out = Vec::new();
+                while let Some(item) = seq.next_element::<String>()? {
+                    out.push(item);
+                }
+                Ok(MountOptions(out))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// A filesystem mount.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MountSpec {
+    /// Where it is mounted (absolute path); the resource's key.
+    pub target: String,
+    /// What is mounted: `//server/share` (CIFS), `server:/export` (NFS), a device, `UUID=...`,
+    /// `LABEL=...`, `tmpfs`, or for a bind mount the directory to bind.
+    pub source: String,
+    /// Filesystem type; default `cifs` for a `//server/share` source, otherwise required. Use
+    /// `none` with the `bind` option for a bind mount.
+    #[serde(default)]
+    pub fstype: Option<String>,
+    /// Mount options (fstab's fourth field). `uid=`/`gid=` may name a user or group; provision
+    /// writes its number as the root's account files give it.
+    #[serde(default)]
+    pub options: MountOptions,
+    /// fstab's fifth field (dump), default 0.
+    #[serde(default)]
+    pub dump: u8,
+    /// fstab's sixth field (fsck order), default 0.
+    #[serde(default)]
+    pub pass: u8,
+    /// `mounted` (default), `present`, `unmounted` or `absent`.
+    #[serde(default)]
+    pub state: MountState,
+    /// Mount at boot (default true); `false` adds `noauto`, e.g. on a laptop that is not always on
+    /// the share's network.
+    #[serde(default = "yes")]
+    pub boot: bool,
+    /// Add `nofail` and `_netdev` so a share that is down never blocks boot. Default: true for
+    /// network filesystems (cifs, smb3, nfs, nfs4, sshfs, ...), false otherwise.
+    #[serde(default)]
+    pub boot_safe: Option<bool>,
+    /// Add `x-systemd.automount`: mount on first access instead of at boot.
+    #[serde(default)]
+    pub automount: bool,
+    /// CIFS credentials: provision writes the credentials file (mode 0600) and adds
+    /// `credentials=<file>` to the options.
+    #[serde(default)]
+    pub credentials: Option<CredentialsSpec>,
+    /// Before writing anything, check that the server answers and the credentials log in
+    /// (CIFS, with `smbclient`). Default false.
+    #[serde(default)]
+    pub verify: bool,
+    /// Owner of the mount point directory (the directory under the mount), default root.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Group of the mount point directory, default root.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Mode of the mount point directory, default `"0755"` for a new one.
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    /// Apply only on nodes with one of these roles. With `nodes` also empty: every node.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Apply only on these nodes (by name).
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// Resource ids (`kind:key`, e.g. `user:pyme`) this resource must come after.
+    #[serde(default)]
+    pub after: Vec<String>,
+}
+
+/// Where a CIFS password comes from, and who logs in. The password itself is never written in the
+/// manifest.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsSpec {
+    /// The user name to log in as.
+    pub username: String,
+    /// The Windows domain or workgroup, e.g. `DIDE`.
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// A file holding the password (one line; a final newline is ignored), relative to the
+    /// manifest's folder or absolute on the machine running provision.
+    #[serde(default)]
+    pub password_file: Option<String>,
+    /// An environment variable of the provision process holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// Where the credentials file goes on the node; default
+    /// `/etc/provision/credentials/<target with / as ->`.
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+impl MountSpec {
+    /// The filesystem type as written, or its default.
+    pub fn fstype(&self) -> &str {
+        match &self.fstype {
+            Some(t) => t,
+            None if self.source.starts_with("//") => "cifs",
+            None => "",
+        }
+    }
+
+    /// A CIFS/SMB mount.
+    pub fn is_cifs(&self) -> bool {
+        matches!(self.fstype(), "cifs" | "smb3")
+    }
+
+    /// The node path of the credentials file this mount writes, if it has credentials.
+    pub fn credentials_path(&self) -> Option<String> {
+        let c = self.credentials.as_ref()?;
+        Some(c.path.clone().unwrap_or_else(|| {
+            format!(
+                "/etc/provision/credentials/{}",
+                self.target.trim_start_matches('/').replace('/', "-")
+            )
+        }))
+    }
+}
+
+/// Network filesystems: a server that is down must not block boot.
+pub fn is_network_fstype(fstype: &str) -> bool {
+    matches!(
+        fstype,
+        "cifs" | "smb3" | "nfs" | "nfs4" | "sshfs" | "fuse.sshfs" | "glusterfs" | "ceph" | "davfs"
+    )
+}
+
 /// The fields every resource kind shares, borrowed.
 pub struct Scope<'a> {
     pub roles: &'a [String],
@@ -302,6 +483,7 @@ impl ResourceSpec {
             ResourceSpec::Hosts(_) => "hosts",
             ResourceSpec::User(_) => "user",
             ResourceSpec::Group(_) => "group",
+            ResourceSpec::Mount(_) => "mount",
         }
     }
 
@@ -313,6 +495,7 @@ impl ResourceSpec {
             ResourceSpec::Hosts(h) => &h.path,
             ResourceSpec::User(u) => &u.name,
             ResourceSpec::Group(g) => &g.name,
+            ResourceSpec::Mount(m) => &m.target,
         }
     }
 
@@ -338,6 +521,7 @@ impl ResourceSpec {
             ResourceSpec::Hosts(s) => scope!(s),
             ResourceSpec::User(s) => scope!(s),
             ResourceSpec::Group(s) => scope!(s),
+            ResourceSpec::Mount(s) => scope!(s),
         }
     }
 }

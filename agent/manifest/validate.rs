@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::path::{Component, Path};
 
 use super::diagnostic::Diagnostic;
-use super::model::{ResourceSpec, State};
+use super::model::{MountSpec, ResourceSpec, State};
 use super::{Manifest, Origin};
 
 pub fn validate(m: &Manifest, errors: &mut Vec<Diagnostic>) {
@@ -335,10 +335,214 @@ impl Validator<'_> {
                     }
                 }
                 ResourceSpec::Group(g) => self.account_name(o, kind, &g.name),
+                ResourceSpec::Mount(mnt) => self.mount(o, mnt),
             }
             self.scope_refs(r.value.scope(), &roles, o, kind);
         }
         self.duplicates();
+    }
+
+    fn mount(&mut self, o: &Origin, m: &MountSpec) {
+        if let Some(problem) = path_problem(&m.target) {
+            self.error(
+                o,
+                "mount.target",
+                format!("target `{}` {problem}", m.target),
+                "write the absolute mount point on the node, e.g. /mnt/data",
+            );
+        }
+        if m.source.is_empty() || m.source.chars().any(char::is_control) {
+            self.error(
+                o,
+                "mount.source",
+                format!("source {:?} is empty or has a control character", m.source),
+                "write the share or device, e.g. //nas.example/data or UUID=...",
+            );
+        }
+        let fstype = m.fstype();
+        let bind = m.options.0.iter().any(|o| o == "bind" || o == "rbind");
+        if fstype.is_empty() {
+            self.error(
+                o,
+                "mount",
+                format!("mount {} has no fstype", m.target),
+                "add fstype: (e.g. nfs4, ext4, tmpfs, or none with options: [bind]); only a //server/share source defaults to cifs",
+            );
+        } else if !fstype
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        {
+            self.error(
+                o,
+                "mount.fstype",
+                format!("`{fstype}` is not a filesystem type"),
+                "use a type such as cifs, nfs4, ext4, xfs, tmpfs or none",
+            );
+        } else if m.source.starts_with("//") && !m.is_cifs() {
+            self.error(
+                o,
+                "mount.fstype",
+                format!(
+                    "source {} is a Windows (SMB) share, which fstype `{fstype}` cannot mount",
+                    m.source
+                ),
+                "use fstype: cifs (or smb3), or leave fstype out",
+            );
+        } else if m.is_cifs() && !m.source.starts_with("//") {
+            self.error(
+                o,
+                "mount.source",
+                format!(
+                    "a {fstype} source must look like //server/share, not {}",
+                    m.source
+                ),
+                "write the share as //server/share[/folder]",
+            );
+        }
+        if bind && let Some(problem) = path_problem(&m.source) {
+            self.error(
+                o,
+                "mount.source",
+                format!("bind source `{}` {problem}", m.source),
+                "a bind mount's source is an absolute directory on the node",
+            );
+        }
+        for (i, option) in m.options.0.iter().enumerate() {
+            let at = format!("mount.options[{i}]");
+            let key = option.split('=').next().unwrap_or("");
+            if option.is_empty() {
+                self.error(
+                    o,
+                    &at,
+                    "an empty mount option".into(),
+                    "remove the empty item (or the doubled comma)",
+                );
+            } else if option.contains(',')
+                || option.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                self.error(
+                    o,
+                    &at,
+                    format!("mount option {option:?} contains a comma, a space or a control character, which would change other fields of the fstab line"),
+                    "write one option per list item, without spaces",
+                );
+            } else if matches!(key, "password" | "pass" | "password2" | "pass2") {
+                self.error(
+                    o,
+                    &at,
+                    "a password in the mount options would be readable by every user in /etc/fstab".into(),
+                    "remove it and add credentials: {username: ..., password_file: ...} (or password_env: VAR); provision writes a 0600 credentials file",
+                );
+            } else if matches!(key, "credentials" | "cred") && m.credentials.is_some() {
+                self.error(
+                    o,
+                    &at,
+                    format!("both a {key}= option and a credentials: block"),
+                    "keep one: credentials: makes provision write the file, credentials= points at one you manage",
+                );
+            }
+        }
+        if m.dump > 1 {
+            self.error(
+                o,
+                "mount.dump",
+                format!("dump must be 0 or 1, not {}", m.dump),
+                "use 0 (network shares and tmpfs always 0)",
+            );
+        }
+        if m.pass > 2 {
+            self.error(
+                o,
+                "mount.pass",
+                format!("pass must be 0, 1 or 2, not {}", m.pass),
+                "use 0 for network shares, 1 for /, 2 for other local disks",
+            );
+        }
+        if let Some(c) = &m.credentials {
+            if !m.is_cifs() {
+                self.error(
+                    o,
+                    "mount.credentials",
+                    format!("credentials: is for cifs mounts, and this one is `{fstype}`"),
+                    "remove credentials:, or make it a //server/share cifs mount",
+                );
+            }
+            for (field, value) in [
+                ("username", Some(&c.username)),
+                ("domain", c.domain.as_ref()),
+            ] {
+                if let Some(v) = value
+                    && (v.is_empty()
+                        || v.starts_with(char::is_whitespace)
+                        || v.chars().any(char::is_control))
+                {
+                    self.error(
+                        o,
+                        &format!("mount.credentials.{field}"),
+                        format!(
+                            "{field} {v:?} is empty, starts with a space or has a control character"
+                        ),
+                        "mount.cifs reads one key=value per line and cannot take these",
+                    );
+                }
+            }
+            match (&c.password_file, &c.password_env) {
+                (None, None) => self.error(
+                    o,
+                    "mount.credentials",
+                    "credentials have no password source".into(),
+                    "add password_file: (a file only root can read) or password_env: (a variable name); never the password itself",
+                ),
+                (Some(_), Some(_)) => self.error(
+                    o,
+                    "mount.credentials.password_env",
+                    "both password_file and password_env".into(),
+                    "keep one of them",
+                ),
+                (Some(file), None) => {
+                    let path = self.m.dir_of(o).join(file);
+                    if !path.is_file() {
+                        self.error(
+                            o,
+                            "mount.credentials.password_file",
+                            format!("password file {} does not exist", path.display()),
+                            "password_file: is relative to the manifest's folder, or absolute on the machine running provision",
+                        );
+                    }
+                }
+                (None, Some(var)) => {
+                    let mut b = var.bytes();
+                    if !(b.next().is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+                        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_'))
+                    {
+                        self.error(
+                            o,
+                            "mount.credentials.password_env",
+                            format!("`{var}` is not an environment variable name"),
+                            "name the variable that holds the password, e.g. NAS_PASSWORD",
+                        );
+                    }
+                }
+            }
+            if let Some(p) = &c.path
+                && let Some(problem) = path_problem(p)
+            {
+                self.error(
+                    o,
+                    "mount.credentials.path",
+                    format!("path `{p}` {problem}"),
+                    "write an absolute path such as /etc/provision/credentials/data",
+                );
+            }
+        }
+        if m.verify && (m.credentials.is_none() || !m.is_cifs()) {
+            self.error(
+                o,
+                "mount.verify",
+                "verify: true logs in to a CIFS share with the mount's credentials, and this mount has none".into(),
+                "add credentials:, or remove verify:",
+            );
+        }
     }
 
     fn path(&mut self, origin: &Origin, kind: &str, path: &str) {
@@ -416,6 +620,7 @@ impl Validator<'_> {
                 // path to the default, and is then reported where it starts).
                 let key_field = match &r.value {
                     ResourceSpec::User(_) | ResourceSpec::Group(_) => "name",
+                    ResourceSpec::Mount(_) => "target",
                     _ => "path",
                 };
                 self.error(
@@ -473,6 +678,7 @@ impl Validator<'_> {
             let (owner, group) = match &r.value {
                 ResourceSpec::Directory(d) => (d.owner.as_deref(), d.group.as_deref()),
                 ResourceSpec::File(f) => (f.owner.as_deref(), f.group.as_deref()),
+                ResourceSpec::Mount(m) => (m.owner.as_deref(), m.group.as_deref()),
                 _ => (None, None),
             };
             let mut refs: Vec<(String, &str, &str, &str, &str)> = Vec::new();
@@ -488,6 +694,19 @@ impl Validator<'_> {
                 }
                 for (i, g) in u.groups.iter().flatten().enumerate() {
                     refs.push((format!("user.groups[{i}]"), g, "group", "group", "add a `group:` resource for it; an existing group such as video is adopted as it is"));
+                }
+            }
+            if let ResourceSpec::Mount(m) = &r.value {
+                for (i, option) in m.options.0.iter().enumerate() {
+                    let (noun, what) = match option.split_once('=') {
+                        Some(("uid", _)) => ("user", "uid"),
+                        Some(("gid", _)) => ("group", "gid"),
+                        _ => continue,
+                    };
+                    let name = &option[what.len() + 1..];
+                    if !name.is_empty() && !name.bytes().all(|b| b.is_ascii_digit()) {
+                        refs.push((format!("mount.options[{i}]"), name, noun, what, "use a number, or a name the manifest defines with a `user:`/`group:` resource (an existing account is adopted as it is)"));
+                    }
                 }
             }
             for (sub, name, noun, what, hint) in refs {

@@ -5,9 +5,12 @@
 //! becomes a failed step; the others still run.
 
 mod accounts;
+pub mod cifs;
 mod directory;
 mod file;
+pub mod fstab;
 mod hosts;
+mod mount;
 mod ownership;
 
 use std::path::Path;
@@ -18,11 +21,12 @@ pub use accounts::{Group, User};
 pub use directory::Directory;
 pub use file::{Content, File};
 pub use hosts::Hosts;
+pub use mount::Mount;
 pub use ownership::Ownership;
 
 use crate::engine::{Need, Reconcile, Step};
 use crate::facts::Facts;
-use crate::manifest::model::{ResourceSpec, State};
+use crate::manifest::model::{MountSpec, ResourceSpec, State};
 use crate::manifest::{Manifest, NodeSelection};
 use crate::secret::Secret;
 
@@ -165,5 +169,73 @@ fn build_one(
             gid: g.gid,
             system: g.system,
         }),
+        ResourceSpec::Mount(spec) => Box::new(build_mount(spec, dir)?),
+    })
+}
+
+/// A mount with its defaults: `noauto` for `boot: false`, `nofail,_netdev` for network
+/// filesystems (so a share that is down never blocks boot), `x-systemd.automount`, and the
+/// credentials file. The password is read here, so a missing one fails only this mount.
+fn build_mount(spec: &MountSpec, dir: &Path) -> Result<Mount, String> {
+    let fstype = spec.fstype().to_owned();
+    let mut options: Vec<String> = spec
+        .options
+        .0
+        .iter()
+        .filter(|o| o.as_str() != "defaults")
+        .cloned()
+        .collect();
+    let mut add = |o: &str| {
+        if !options.iter().any(|x| x == o) {
+            options.push(o.to_owned());
+        }
+    };
+    if !spec.boot {
+        add("noauto");
+    }
+    if spec
+        .boot_safe
+        .unwrap_or_else(|| crate::manifest::model::is_network_fstype(&fstype))
+    {
+        add("nofail");
+        add("_netdev");
+    }
+    if spec.automount {
+        add("x-systemd.automount");
+    }
+    let credentials = match (&spec.credentials, spec.credentials_path()) {
+        (Some(c), Some(path)) => {
+            let password =
+                cifs::read_password(dir, c.password_file.as_deref(), c.password_env.as_deref())?;
+            options.insert(0, format!("credentials={path}"));
+            Some(cifs::Credentials {
+                path,
+                username: c.username.clone(),
+                domain: c.domain.clone(),
+                password,
+            })
+        }
+        _ => None,
+    };
+    if options.is_empty() {
+        options.push("defaults".into());
+    }
+    Ok(Mount {
+        target: spec.target.clone(),
+        source: spec.source.clone(),
+        fstype,
+        options,
+        dump: spec.dump,
+        pass: spec.pass,
+        state: spec.state,
+        credentials,
+        verify: spec.verify,
+        point: Ownership {
+            owner: spec.owner.clone(),
+            group: spec.group.clone(),
+            mode: spec.mode,
+            default_mode: 0o755,
+        },
+        fstab: "/etc/fstab".into(),
     })
 }

@@ -86,6 +86,14 @@ impl Sandbox {
         snapshot(&self.root())
     }
 
+    /// Runs `provision ARGS... --root <root>` inside the private mount namespace `ns`.
+    pub fn run_in(&self, ns: &Namespace, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let root = self.root().to_str().unwrap().to_owned();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--root", &root]);
+        ns.run(&all, env)
+    }
+
     /// Runs `provision ARGS... --root <root>` for commands that take a root.
     pub fn run(&self, args: &[&str]) -> Run {
         let root = self.root();
@@ -163,7 +171,10 @@ pub fn run(args: &[&str]) -> Run {
 }
 
 pub fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_provision"));
+    run_command(Command::new(env!("CARGO_BIN_EXE_provision")), args, env)
+}
+
+fn run_command(mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> Run {
     cmd.args(args)
         .env("NO_COLOR", "1")
         .env_remove("RUST_LOG")
@@ -212,4 +223,97 @@ pub fn have_root(test: &str) -> bool {
         );
     }
     root
+}
+
+/// A private mount namespace for tests that mount (`unshare -m --propagation private`), held open
+/// by a `sleep` so several runs of the binary see the same mount table. Nothing mounted in it is
+/// visible outside, and it disappears with the holder: on drop, or after 10 minutes at most if the
+/// test process itself is killed.
+pub struct Namespace {
+    holder: std::process::Child,
+}
+
+impl Namespace {
+    /// `None`, with a printed reason, where the test cannot make one (not root, or namespaces
+    /// forbidden).
+    pub fn new(test: &str) -> Option<Namespace> {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!(
+                "SKIP {test}: needs root to mount inside a private mount namespace (CI runs as root; \
+                 run `sudo cargo test` to cover it)"
+            );
+            return None;
+        }
+        let mut holder = match Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sleep", "600"])
+            .stdin(Stdio::null())
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("SKIP {test}: cannot run unshare: {e}");
+                return None;
+            }
+        };
+        let mine = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+        let theirs = format!("/proc/{}/ns/mnt", holder.id());
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = holder.try_wait() {
+                eprintln!(
+                    "SKIP {test}: unshare -m failed ({status}); mount namespaces are not allowed here"
+                );
+                return None;
+            }
+            if std::fs::read_link(&theirs).is_ok_and(|ns| ns != mine) {
+                return Some(Namespace { holder });
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "unshare did not start"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The namespace's mount table.
+    pub fn mountinfo(&self) -> String {
+        std::fs::read_to_string(format!("/proc/{}/mountinfo", self.holder.id())).unwrap()
+    }
+
+    /// The mountinfo lines whose mount point is `real_target`.
+    pub fn mounts_at(&self, real_target: &Path) -> Vec<String> {
+        let t = real_target.to_str().unwrap().replace(' ', "\\040");
+        self.mountinfo()
+            .lines()
+            .filter(|l| l.split(' ').nth(4) == Some(t.as_str()))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Runs the binary in the namespace.
+    pub fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = Command::new("nsenter");
+        let pid = self.holder.id().to_string();
+        cmd.args(["-t", &pid, "-m", "--", env!("CARGO_BIN_EXE_provision")]);
+        run_command(cmd, args, env)
+    }
+
+    /// Runs a shell command in the namespace (to mount or unmount behind the agent's back).
+    #[track_caller]
+    pub fn sh(&self, script: &str) {
+        let pid = self.holder.id().to_string();
+        let status = Command::new("nsenter")
+            .args(["-t", &pid, "-m", "--", "sh", "-c", script])
+            .status()
+            .unwrap();
+        assert!(status.success(), "{script}: {status}");
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
 }
