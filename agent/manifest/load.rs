@@ -328,10 +328,12 @@ fn next_tab(text: &str, from: Position) -> Option<Position> {
 /// What to do about the commonest parse errors. Every parse error gets one.
 fn parse_hint(message: &str) -> &'static str {
     let has = |s: &str| message.contains(s);
-    if has("unknown field") {
+    if has("unknown field `password`") {
+        "never write a password in the manifest: use password_file: (a file only root can read) or password_env: (the name of a variable that holds it)"
+    } else if has("unknown field") {
         "remove the field or fix its spelling; `provision schema` lists every field"
     } else if has("unknown variant") && has("directory, file") {
-        "resource kinds are directory, file, hosts, user and group; `provision schema` lists them all"
+        "resource kinds are directory, file, hosts, user, group and mount; `provision schema` lists them all"
     } else if has("unknown variant") {
         "use one of the values listed"
     } else if has("missing field") {

@@ -539,8 +539,8 @@ impl Validator<'_> {
             self.error(
                 o,
                 "mount.verify",
-                "verify: true logs in to a CIFS share with the mount's credentials, and this mount has none".into(),
-                "add credentials:, or remove verify:",
+                "verify: true logs in to a CIFS share with the mount's credentials; it needs a cifs mount with credentials:".into(),
+                "add credentials: to a //server/share mount, or remove verify:",
             );
         }
     }
