@@ -1,6 +1,7 @@
 //! Every manifest in `manifests/` is a real example: each one validates, applies on every node it
-//! lists into a fresh root (with Debian's default account files and /etc/hosts), and a second
-//! apply changes nothing.
+//! lists into a fresh root (with Debian's default account files and /etc/hosts), inside a private
+//! mount namespace, and a second apply changes nothing. The one allowed failure is a CIFS mount on
+//! a kernel without CIFS (this one), which must fail cleanly with its fstab line restored.
 
 mod common;
 
@@ -24,28 +25,57 @@ fn nodes(path: &std::path::Path) -> Vec<String> {
     m.nodes.iter().map(|n| n.value.name.clone()).collect()
 }
 
+/// The password the lab-workstation example reads from its environment.
+const ENV: [(&str, &str); 1] = [("LAB_SHARE_PASSWORD", "example-Share-Pass")];
+
+/// Whether a failed resource failed only because this kernel cannot mount CIFS, which is the one
+/// thing the examples cannot do here (see tests/mounts.rs).
+fn cifs_cannot_mount_here(r: &serde_json::Value) -> bool {
+    let kernel_has_cifs = std::fs::read_to_string("/proc/filesystems")
+        .unwrap()
+        .contains("cifs");
+    !kernel_has_cifs
+        && r["id"].as_str().unwrap().starts_with("mount:")
+        && r["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("mount -t cifs") && e.contains("was restored"))
+}
+
 #[test]
 fn every_example_applies_on_every_node_and_converges() {
-    if !common::have_root("every_example_applies_on_every_node_and_converges") {
+    // Examples mount filesystems: each node runs in a private mount namespace, so nothing is
+    // mounted on this machine.
+    let Some(_) = common::Namespace::new("every_example_applies_on_every_node_and_converges")
+    else {
         return;
-    }
+    };
     let files = examples();
     assert!(!files.is_empty(), "manifests/ has examples");
     for file in files {
         let f = file.to_str().unwrap();
         run(&["validate", f]).expect(0);
         for node in nodes(&file) {
+            let ns = common::Namespace::new("every_example_applies_on_every_node_and_converges")
+                .unwrap();
             let s = Sandbox::debian();
-            let first = s.run(&["apply", f, "--node", &node, "--json"]);
-            first.expect(0);
-            assert_eq!(first.json()["summary"]["failed"], 0, "{f} on {node}");
-            let second = s.run(&["apply", f, "--node", &node, "--detailed-exitcodes"]);
-            second.expect(0);
-            assert!(
-                second.stdout.contains(" 0 changed,"),
-                "{f} on {node}: {}",
-                second.stdout
-            );
+            for round in ["first", "second"] {
+                let out = s.run_in(&ns, &["apply", f, "--node", &node, "--json"], &ENV);
+                let report = out.json();
+                for r in report["resources"].as_array().unwrap() {
+                    let ok = match (round, r["status"].as_str().unwrap()) {
+                        ("first", "changed" | "unchanged") | ("second", "unchanged") => true,
+                        (_, "failed") if cifs_cannot_mount_here(r) => {
+                            eprintln!(
+                                "NOTE {f} on {node}: {} cannot be mounted on this kernel (no CIFS); its fstab line was checked and restored",
+                                r["id"]
+                            );
+                            true
+                        }
+                        _ => false,
+                    };
+                    assert!(ok, "{f} on {node}, {round} apply: {r:#}");
+                }
+            }
         }
     }
 }

@@ -261,6 +261,11 @@ fn a_failed_mount_puts_the_old_fstab_back() {
         std::fs::metadata(&creds).unwrap().permissions().mode() & 0o777,
         0o600
     );
+    let folder = creds.parent().unwrap();
+    assert_eq!(
+        std::fs::metadata(folder).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
     assert_eq!(
         std::fs::read_to_string(&creds).unwrap(),
         format!("username=alice\npassword={PASSWORD}\ndomain=LAB\n")
@@ -461,6 +466,15 @@ fn the_password_appears_nowhere_but_the_credentials_file() {
     );
 }
 
+/// `name` from PATH, or from the sbin folders a non-login root shell may not have on PATH.
+fn sbin(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
 /// A Samba server of its own on 127.0.0.1, in a temporary folder, stopped on drop.
 struct Samba {
     /// Config, passdb, share and logs; removed on drop, after the server stops.
@@ -474,16 +488,12 @@ impl Samba {
         if !common::have_root(test) {
             return None;
         }
-        if std::process::Command::new("smbd")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
+        let (Some(smbd), Some(smbpasswd)) = (sbin("smbd"), sbin("smbpasswd")) else {
             eprintln!(
                 "SKIP {test}: smbd is not installed (apt-get install samba smbclient; .ci/run installs them)"
             );
             return None;
-        }
+        };
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         for sub in [
@@ -501,7 +511,7 @@ impl Samba {
         // The Samba user `alice` maps to root, so no Unix account is created on this machine.
         std::fs::write(d.join("usermap"), "root = alice\n").unwrap();
         let conf = d.join("smb.conf");
-        let mut add = std::process::Command::new("smbpasswd")
+        let mut add = std::process::Command::new(smbpasswd)
             .args(["-c", conf.to_str().unwrap(), "-s", "-a", "root"])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
@@ -515,7 +525,7 @@ impl Samba {
             .unwrap();
         assert!(add.wait().unwrap().success());
         use std::os::unix::process::CommandExt;
-        let server = std::process::Command::new("smbd")
+        let server = std::process::Command::new(smbd)
             .args(["-F", "--no-process-group", "-s", conf.to_str().unwrap()])
             .process_group(0)
             .stdout(std::process::Stdio::null())

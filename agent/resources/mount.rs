@@ -807,7 +807,12 @@ impl Mount {
         let file = c.file();
         let meta = Meta::own(0o600);
         if f.content.as_ref() != Some(&file) {
-            host.ensure_parent(&c.path)?;
+            // A folder made for credentials is private too.
+            if let Some(parent) = Path::new(&c.path).parent()
+                && host.stat(&parent.to_string_lossy())?.is_none()
+            {
+                host.create_dir(&parent.to_string_lossy(), Meta::own(0o700))?;
+            }
             host.write(&c.path, file.expose(), meta, None)?;
         } else if f.stat.is_some_and(|s| s.mode != 0o600) {
             host.set_meta(&c.path, meta)?;
