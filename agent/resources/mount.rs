@@ -572,6 +572,20 @@ fn verify_fstab(
     }
 }
 
+/// What is mounted at real path `target`: the mount that is seen there (the last one mounted,
+/// leaving out automount placeholders, which stand in for a share that is not mounted yet),
+/// whether a placeholder is there, and whether anything at all is.
+fn at_target(table: &[Mounted], target: &str) -> (Option<Mounted>, bool, bool) {
+    let here: Vec<&Mounted> = table.iter().filter(|m| m.target == target).collect();
+    let placeholder = here.iter().any(|m| m.is_placeholder());
+    let live = here
+        .iter()
+        .rev()
+        .find(|m| !m.is_placeholder())
+        .map(|m| (*m).clone());
+    (live, placeholder, !here.is_empty())
+}
+
 impl Resource for Mount {
     type Observed = Found;
 
@@ -612,19 +626,12 @@ impl Resource for Mount {
         let real = host.resolve(&self.target)?;
         let real_s = real.to_string_lossy();
         let table = mounts::read()?;
-        let here: Vec<&Mounted> = table.iter().filter(|m| m.target == real_s).collect();
-        let placeholder = here.iter().any(|m| m.is_placeholder());
-        let live = here
-            .iter()
-            .rev()
-            .find(|m| !m.is_placeholder())
-            .cloned()
-            .cloned();
+        let (live, placeholder, covered) = at_target(&table, &real_s);
         let live_differs = match &live {
             Some(l) => self.compare(host, &want, l, &table),
             None => LiveDiff::default(),
         };
-        let point = if !here.is_empty() {
+        let point = if covered {
             Point::Covered
         } else {
             match host.stat(&self.target)? {
@@ -878,6 +885,57 @@ mod tests {
             &l,
         );
         assert!(d.is_empty(), "{d:?}");
+    }
+
+    #[test]
+    fn an_automount_placeholder_is_not_the_share() {
+        let autofs = "40 22 0:50 / /mnt/share rw,relatime shared:20 - autofs systemd-1 rw,fd=44,pgrp=1,timeout=0,minproto=5,maxproto=5,direct\n";
+        let cifs =
+            "41 40 0:51 / /mnt/share rw,relatime shared:21 - cifs //nas/data rw,vers=3.1.1\n";
+        let table = mounts::parse(autofs);
+        let (live, placeholder, covered) = at_target(&table, "/mnt/share");
+        assert!(live.is_none() && placeholder && covered);
+        let table = mounts::parse(&format!("{autofs}{cifs}"));
+        let (live, placeholder, _) = at_target(&table, "/mnt/share");
+        assert_eq!(live.unwrap().source, "//nas/data");
+        assert!(placeholder);
+        let m = Mount {
+            target: "/mnt/share".into(),
+            source: "//nas/data".into(),
+            fstype: "cifs".into(),
+            options: vec!["x-systemd.automount".into()],
+            dump: 0,
+            pass: 0,
+            state: MountState::Mounted,
+            credentials: None,
+            verify: false,
+            point: Ownership {
+                owner: None,
+                group: None,
+                mode: None,
+                default_mode: 0o755,
+            },
+            fstab: "/etc/fstab".into(),
+        };
+        let found = Found {
+            fstab: None,
+            entry: None,
+            lines: 1,
+            want: Entry::parse("//nas/data /mnt/share cifs x-systemd.automount 0 0").unwrap(),
+            unresolved: Vec::new(),
+            live: None,
+            placeholder: true,
+            live_differs: LiveDiff::default(),
+            point: Point::Covered,
+            creds: None,
+        };
+        assert_eq!(
+            m.live_change(&found),
+            Some(Change::Mount {
+                action: MountAction::Mount,
+                why: vec!["only an automount placeholder is there".into()],
+            })
+        );
     }
 
     #[test]
