@@ -243,3 +243,131 @@ fn a_bad_from_file_is_a_usage_error_with_a_hint() {
     let r = run(&["gpu", "--json", "--prometheus"]);
     r.expect(1);
 }
+
+/// A node that needs a GPU, and a file that needs the GPU check; an independent directory.
+fn gpu_manifest(gpu: &str) -> String {
+    format!(
+        "nodes:
+  - name: master
+    address: 10.0.0.1
+    roles: [gpu]
+resources:
+  - gpu:
+{gpu}
+      roles: [gpu]
+  - file:
+      path: /etc/PYME/gpu.conf
+      content: \"fitting: gpu\\n\"
+      after: [gpu:nvidia]
+  - directory:
+      path: /data
+"
+    )
+}
+
+#[test]
+fn apply_fails_the_gpu_check_cleanly_and_skips_what_needs_it() {
+    if has_driver() {
+        return;
+    }
+    let s = common::Sandbox::empty();
+    let m = s.manifest(
+        "m.yaml",
+        &gpu_manifest(
+            "      min_compute_capability: \"5.2\"\n      min_driver_version: \"535.54.03\"",
+        ),
+    );
+    let m = m.to_str().unwrap();
+    run(&["validate", m]).expect(0);
+    let r = s.run(&["apply", m, "--node", "master"]);
+    r.expect(4);
+    assert!(
+        r.stdout.lines().any(|l| l
+            == "failed gpu:nvidia: no NVIDIA driver found (libnvidia-ml.so.1 not loadable), and this node needs 1 GPU(s): install the NVIDIA driver (e.g. `apt install nvidia-driver-550` or `dnf install nvidia-driver`, or NVIDIA's .run installer) and reboot"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("skipped file:/etc/PYME/gpu.conf: not attempted because gpu:nvidia failed"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("1 changed, 0 unchanged, 1 failed, 1 skipped"),
+        "{}",
+        r.stdout
+    );
+    assert!(!s.path("/etc/PYME/gpu.conf").exists());
+    assert!(s.path("/data").is_dir(), "independent resources still run");
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+
+    // The JSON report says the same; plan (check mode) fails the same way.
+    let j = s.run(&["plan", m, "--node", "master", "--json"]);
+    j.expect(4);
+    let report = j.json();
+    let by_id = |id: &str| {
+        report["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_id("gpu:nvidia")["status"], "failed");
+    assert!(
+        by_id("gpu:nvidia")["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("no NVIDIA driver found")
+    );
+    assert_eq!(by_id("file:/etc/PYME/gpu.conf")["status"], "skipped");
+    assert_eq!(
+        by_id("file:/etc/PYME/gpu.conf")["skipped_because"],
+        "gpu:nvidia failed"
+    );
+}
+
+#[test]
+fn apply_passes_when_gpus_are_not_required_and_says_so() {
+    if has_driver() {
+        return;
+    }
+    let s = common::Sandbox::empty();
+    // Unquoted 5.2 is read as the string it looks like.
+    let m = s.manifest(
+        "m.yaml",
+        &gpu_manifest("      count: 0\n      min_compute_capability: 5.2"),
+    );
+    let m = m.to_str().unwrap();
+    let r = s.run(&["apply", m, "--node", "master"]);
+    r.expect(0);
+    assert!(
+        r.stdout.lines().any(|l| l
+            == "ok gpu:nvidia: no NVIDIA driver found (libnvidia-ml.so.1 not loadable); GPUs are not required on this node (count: 0)"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(s.read("/etc/PYME/gpu.conf"), "fitting: gpu\n");
+    let again = s.run(&[
+        "apply",
+        m,
+        "--node",
+        "master",
+        "--json",
+        "--detailed-exitcodes",
+    ]);
+    again.expect(0);
+    let report = again.json();
+    let gpu = &report["resources"][0];
+    assert_eq!(gpu["id"], "gpu:nvidia");
+    assert_eq!(gpu["status"], "unchanged");
+    assert!(
+        gpu["note"]
+            .as_str()
+            .unwrap()
+            .contains("GPUs are not required")
+    );
+}

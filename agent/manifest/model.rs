@@ -80,6 +80,9 @@ pub enum ResourceSpec {
     User(UserSpec),
     /// A local group (in the root's `/etc/group`).
     Group(GroupSpec),
+    /// A check of the node's NVIDIA GPUs (driver, count, compute capability, health). Changes
+    /// nothing; fails with the reason when the GPUs do not meet it.
+    Gpu(GpuSpec),
 }
 
 /// `present` (the default) or `absent`.
@@ -286,6 +289,41 @@ pub struct GroupSpec {
     pub after: Vec<String>,
 }
 
+/// A check of the node's NVIDIA GPUs through NVML (docs/gpu.md). Resources that need the GPUs
+/// name it in `after:` (`gpu:nvidia`) and are skipped when it fails.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GpuSpec {
+    /// Names the check: its id is `gpu:<name>` (default `gpu:nvidia`).
+    #[serde(default = "default_gpu_name")]
+    pub name: String,
+    /// At least this many GPUs (default 1). 0: GPUs are not required; a node without the NVIDIA
+    /// driver passes and says so, and GPUs that are there are still checked.
+    #[serde(default = "one")]
+    pub count: u32,
+    /// Lowest CUDA compute capability, e.g. "5.2" (PYME's GPU fitting).
+    #[serde(default)]
+    pub min_compute_capability: Option<String>,
+    /// Lowest driver version, e.g. "535.54.03".
+    #[serde(default)]
+    pub min_driver_version: Option<String>,
+    /// Hottest allowed GPU temperature in °C (default 85).
+    #[serde(default)]
+    pub max_temperature: Option<u32>,
+    /// Health problems that do not fail the check, e.g. [pcie_degraded].
+    #[serde(default)]
+    pub ignore: Vec<crate::gpu::health::ProblemKind>,
+    /// Apply only on nodes with one of these roles. With `nodes` also empty: every node.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Apply only on these nodes (by name).
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// Resource ids (`kind:key`, e.g. `user:pyme`) this resource must come after.
+    #[serde(default)]
+    pub after: Vec<String>,
+}
+
 /// The fields every resource kind shares, borrowed.
 pub struct Scope<'a> {
     pub roles: &'a [String],
@@ -302,6 +340,7 @@ impl ResourceSpec {
             ResourceSpec::Hosts(_) => "hosts",
             ResourceSpec::User(_) => "user",
             ResourceSpec::Group(_) => "group",
+            ResourceSpec::Gpu(_) => "gpu",
         }
     }
 
@@ -313,6 +352,7 @@ impl ResourceSpec {
             ResourceSpec::Hosts(h) => &h.path,
             ResourceSpec::User(u) => &u.name,
             ResourceSpec::Group(g) => &g.name,
+            ResourceSpec::Gpu(g) => &g.name,
         }
     }
 
@@ -338,12 +378,21 @@ impl ResourceSpec {
             ResourceSpec::Hosts(s) => scope!(s),
             ResourceSpec::User(s) => scope!(s),
             ResourceSpec::Group(s) => scope!(s),
+            ResourceSpec::Gpu(s) => scope!(s),
         }
     }
 }
 
 fn default_hosts_path() -> String {
     "/etc/hosts".to_owned()
+}
+
+fn default_gpu_name() -> String {
+    "nvidia".to_owned()
+}
+
+fn one() -> u32 {
+    1
 }
 
 fn yes() -> bool {

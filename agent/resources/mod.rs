@@ -7,6 +7,7 @@
 mod accounts;
 mod directory;
 mod file;
+mod gpu;
 mod hosts;
 mod ownership;
 
@@ -17,6 +18,7 @@ use serde_json::json;
 pub use accounts::{Group, User};
 pub use directory::Directory;
 pub use file::{Content, File};
+pub use gpu::GpuCheck;
 pub use hosts::Hosts;
 pub use ownership::Ownership;
 
@@ -164,6 +166,23 @@ fn build_one(
             state: g.state,
             gid: g.gid,
             system: g.system,
+        }),
+        // Validation has checked that both versions parse.
+        ResourceSpec::Gpu(g) => Box::new(GpuCheck {
+            name: g.name.clone(),
+            requirements: crate::gpu::check::Requirements {
+                count: g.count,
+                min_compute_capability: match &g.min_compute_capability {
+                    Some(text) => Some(text.parse()?),
+                    None => None,
+                },
+                min_driver_version: match &g.min_driver_version {
+                    Some(text) => Some(text.parse()?),
+                    None => None,
+                },
+                max_temperature_c: g.max_temperature,
+                ignore: g.ignore.clone(),
+            },
         }),
     })
 }
