@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod engine;
 pub mod facts;
+pub mod gpu;
 pub mod host;
 pub mod manifest;
 pub mod resources;

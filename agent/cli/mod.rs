@@ -3,6 +3,7 @@
 //! Exit codes (DESIGN.md): 0 success; 1 invalid manifest or usage, nothing touched; 4 some
 //! resources failed. With `--detailed-exitcodes`: 0 no changes, 2 changes, 4 failures, 6 both.
 
+mod gpu;
 mod output;
 
 use std::io::Write;
@@ -51,6 +52,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Report the NVIDIA driver and every GPU with a health verdict (NVML; docs/gpu.md).
+    /// Exit 0 all GPUs fine, 4 some GPU unhealthy, 5 no NVIDIA driver.
+    Gpu(gpu::GpuArgs),
 }
 
 #[derive(Debug, Args)]
@@ -88,6 +92,17 @@ enum UsageError {
     Host(#[from] crate::host::Error),
     #[error("--root {}: {reason}", .path.display())]
     Root { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Gpu(#[from] gpu::GpuError),
+}
+
+impl UsageError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            UsageError::Gpu(e) => e.exit_code(),
+            _ => 1,
+        }
+    }
 }
 
 /// Entry point of the binary.
@@ -104,7 +119,7 @@ pub fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("{}: {e}", output::paint(output::Paint::Error, "error"));
-            ExitCode::from(1)
+            ExitCode::from(e.exit_code())
         }
     }
 }
@@ -139,6 +154,7 @@ fn run(command: Command) -> Result<u8, UsageError> {
             );
             Ok(0)
         }
+        Command::Gpu(args) => Ok(gpu::run(&args)?),
         Command::Facts { json } => {
             let facts = Facts::gather();
             if json {

@@ -43,7 +43,10 @@ pub fn report(out: &mut impl Write, report: &Report, diff: bool) {
     };
     for r in &report.resources {
         let _ = match r.status {
-            Status::Unchanged => continue,
+            Status::Unchanged => match &r.note {
+                Some(note) => writeln!(out, "ok {}: {note}", r.id),
+                None => continue,
+            },
             Status::Changed => {
                 let what: Vec<&str> = r.changes.iter().map(|c| c.text.as_str()).collect();
                 writeln!(

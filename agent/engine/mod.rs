@@ -81,6 +81,7 @@ pub fn run(
             error: None,
             skipped_because: None,
             backups: Vec::new(),
+            note: None,
             duration_ms: 0.0,
         };
         if let Some(&d) = blocker {
@@ -99,7 +100,10 @@ pub fn run(
             host.take_backups();
             let (changes, error) = match &step.body {
                 Ok(body) => match body.reconcile(host, !options.check) {
-                    Ok(outcome) => (outcome.changes, None),
+                    Ok(outcome) => {
+                        report.note = outcome.note;
+                        (outcome.changes, None)
+                    }
                     Err(failure) => (failure.changes, Some(failure.error)),
                 },
                 Err(e) => (Vec::new(), Some(e.clone())),

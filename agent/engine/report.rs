@@ -43,6 +43,9 @@ pub struct ResourceReport {
     pub skipped_because: Option<String>,
     /// Backups kept before changing files (real paths on this machine).
     pub backups: Vec<String>,
+    /// What a check (the `gpu` check) found when it passed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     pub duration_ms: f64,
 }
 

@@ -34,12 +34,23 @@ pub trait Resource {
 
     /// Makes the changes. Called only with a non-empty `changes` from `diff(observed)`.
     fn apply(&self, host: &Host, observed: &Self::Observed, changes: &[Change]) -> Result<()>;
+
+    /// Pure: for checks (the `gpu` check), a requirement of the node that no apply can establish.
+    /// A check's `diff` is always empty, since there is nothing provision could change to make a
+    /// GPU appear; whether the node meets it is this verdict instead: `Ok(Some(note))` passes and
+    /// says what was found, `Err(reason)` fails the resource (in check mode too), so everything
+    /// after it is skipped. Other kinds keep the default: nothing to verify.
+    fn verify(&self, _observed: &Self::Observed) -> Result<Option<String>, String> {
+        Ok(None)
+    }
 }
 
 /// The outcome of reconciling one resource.
 #[derive(Debug)]
 pub struct Outcome {
     pub changes: Vec<Change>,
+    /// What a check found, for the report.
+    pub note: Option<String>,
 }
 
 /// A reconcile that failed, with the changes it was making when it did (empty if observing
@@ -81,9 +92,13 @@ impl<R: Resource> Reconcile for R {
 
     fn reconcile(&self, host: &Host, write: bool) -> Result<Outcome, Failure> {
         let observed = self.observe(host)?;
+        let note = self.verify(&observed).map_err(|error| Failure {
+            changes: Vec::new(),
+            error,
+        })?;
         let changes = self.diff(&observed);
         if !write || changes.is_empty() {
-            return Ok(Outcome { changes });
+            return Ok(Outcome { changes, note });
         }
         match self.apply(host, &observed, &changes) {
             Ok(()) => {}
@@ -108,6 +123,6 @@ impl<R: Resource> Reconcile for R {
             let error = format!("the node still differs after apply: {}", left.join("; "));
             return Err(Failure { changes, error });
         }
-        Ok(Outcome { changes })
+        Ok(Outcome { changes, note })
     }
 }

@@ -83,6 +83,9 @@ pub enum ResourceSpec {
     /// A filesystem in `/etc/fstab` and in the live mount table: a CIFS share, NFS, tmpfs, a bind
     /// mount, a disk. Keyed by its target.
     Mount(MountSpec),
+    /// A check of the node's NVIDIA GPUs (driver, count, compute capability, health). Changes
+    /// nothing; fails with the reason when the GPUs do not meet it.
+    Gpu(GpuSpec),
 }
 
 /// `present` (the default) or `absent`.
@@ -467,6 +470,41 @@ pub fn is_network_fstype(fstype: &str) -> bool {
     )
 }
 
+/// A check of the node's NVIDIA GPUs through NVML (docs/gpu.md). Resources that need the GPUs
+/// name it in `after:` (`gpu:nvidia`) and are skipped when it fails.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GpuSpec {
+    /// Names the check: its id is `gpu:<name>` (default `gpu:nvidia`).
+    #[serde(default = "default_gpu_name")]
+    pub name: String,
+    /// At least this many GPUs (default 1). 0: GPUs are not required; a node without the NVIDIA
+    /// driver passes and says so, and GPUs that are there are still checked.
+    #[serde(default = "one")]
+    pub count: u32,
+    /// Lowest CUDA compute capability, e.g. "5.2" (PYME's GPU fitting).
+    #[serde(default)]
+    pub min_compute_capability: Option<String>,
+    /// Lowest driver version, e.g. "535.54.03".
+    #[serde(default)]
+    pub min_driver_version: Option<String>,
+    /// Hottest allowed GPU temperature in °C (default 85).
+    #[serde(default)]
+    pub max_temperature: Option<u32>,
+    /// Health problems that do not fail the check, e.g. [pcie_degraded].
+    #[serde(default)]
+    pub ignore: Vec<crate::gpu::health::ProblemKind>,
+    /// Apply only on nodes with one of these roles. With `nodes` also empty: every node.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Apply only on these nodes (by name).
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// Resource ids (`kind:key`, e.g. `user:pyme`) this resource must come after.
+    #[serde(default)]
+    pub after: Vec<String>,
+}
+
 /// The fields every resource kind shares, borrowed.
 pub struct Scope<'a> {
     pub roles: &'a [String],
@@ -484,6 +522,7 @@ impl ResourceSpec {
             ResourceSpec::User(_) => "user",
             ResourceSpec::Group(_) => "group",
             ResourceSpec::Mount(_) => "mount",
+            ResourceSpec::Gpu(_) => "gpu",
         }
     }
 
@@ -496,6 +535,7 @@ impl ResourceSpec {
             ResourceSpec::User(u) => &u.name,
             ResourceSpec::Group(g) => &g.name,
             ResourceSpec::Mount(m) => &m.target,
+            ResourceSpec::Gpu(g) => &g.name,
         }
     }
 
@@ -522,12 +562,21 @@ impl ResourceSpec {
             ResourceSpec::User(s) => scope!(s),
             ResourceSpec::Group(s) => scope!(s),
             ResourceSpec::Mount(s) => scope!(s),
+            ResourceSpec::Gpu(s) => scope!(s),
         }
     }
 }
 
 fn default_hosts_path() -> String {
     "/etc/hosts".to_owned()
+}
+
+fn default_gpu_name() -> String {
+    "nvidia".to_owned()
+}
+
+fn one() -> u32 {
+    1
 }
 
 fn yes() -> bool {

@@ -336,6 +336,7 @@ impl Validator<'_> {
                 }
                 ResourceSpec::Group(g) => self.account_name(o, kind, &g.name),
                 ResourceSpec::Mount(mnt) => self.mount(o, mnt),
+                ResourceSpec::Gpu(g) => self.gpu(o, kind, g),
             }
             self.scope_refs(r.value.scope(), &roles, o, kind);
         }
@@ -556,6 +557,54 @@ impl Validator<'_> {
         }
     }
 
+    fn gpu(&mut self, o: &Origin, kind: &str, g: &super::model::GpuSpec) {
+        use crate::gpu::check::DriverVersion;
+        use crate::gpu::record::ComputeCapability;
+        if g.name.is_empty()
+            || !g
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            self.error(
+                o,
+                &format!("{kind}.name"),
+                format!("`{}` is not a valid gpu check name", g.name),
+                "use letters, digits, - and _, e.g. nvidia",
+            );
+        }
+        if let Some(cc) = &g.min_compute_capability
+            && let Err(e) = cc.parse::<ComputeCapability>()
+        {
+            self.error(
+                o,
+                &format!("{kind}.min_compute_capability"),
+                e,
+                "write MAJOR.MINOR as a quoted string, e.g. \"5.2\" (PYME's GPU fitting needs 5.2)",
+            );
+        }
+        if let Some(v) = &g.min_driver_version
+            && let Err(e) = v.parse::<DriverVersion>()
+        {
+            self.error(
+                o,
+                &format!("{kind}.min_driver_version"),
+                e,
+                "write the version nvidia-smi shows, as a quoted string, e.g. \"535.54.03\"",
+            );
+        }
+        if let Some(t) = g.max_temperature
+            && !(30..=110).contains(&t)
+        {
+            self.error(
+                o,
+                &format!("{kind}.max_temperature"),
+                format!("max_temperature {t} °C is outside 30-110 °C"),
+                "give the hottest allowed GPU temperature in °C, e.g. 85",
+            );
+        }
+    }
+
     fn account_name(&mut self, origin: &Origin, kind: &str, name: &str) {
         if !is_account_name(name) {
             self.error(
@@ -619,7 +668,7 @@ impl Validator<'_> {
                 // At what names the resource: its path or name (a hosts resource may leave its
                 // path to the default, and is then reported where it starts).
                 let key_field = match &r.value {
-                    ResourceSpec::User(_) | ResourceSpec::Group(_) => "name",
+                    ResourceSpec::User(_) | ResourceSpec::Group(_) | ResourceSpec::Gpu(_) => "name",
                     ResourceSpec::Mount(_) => "target",
                     _ => "path",
                 };

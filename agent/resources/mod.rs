@@ -9,6 +9,7 @@ pub mod cifs;
 mod directory;
 mod file;
 pub mod fstab;
+mod gpu;
 mod hosts;
 mod mount;
 mod ownership;
@@ -20,6 +21,7 @@ use serde_json::json;
 pub use accounts::{Group, User};
 pub use directory::Directory;
 pub use file::{Content, File};
+pub use gpu::GpuCheck;
 pub use hosts::Hosts;
 pub use mount::Mount;
 pub use ownership::Ownership;
@@ -170,6 +172,23 @@ fn build_one(
             system: g.system,
         }),
         ResourceSpec::Mount(spec) => Box::new(build_mount(spec, dir)?),
+        // Validation has checked that both versions parse.
+        ResourceSpec::Gpu(g) => Box::new(GpuCheck {
+            name: g.name.clone(),
+            requirements: crate::gpu::check::Requirements {
+                count: g.count,
+                min_compute_capability: match &g.min_compute_capability {
+                    Some(text) => Some(text.parse()?),
+                    None => None,
+                },
+                min_driver_version: match &g.min_driver_version {
+                    Some(text) => Some(text.parse()?),
+                    None => None,
+                },
+                max_temperature_c: g.max_temperature,
+                ignore: g.ignore.clone(),
+            },
+        }),
     })
 }
 
