@@ -367,19 +367,24 @@ impl Mount {
         self.options.iter().find_map(|o| o.strip_prefix("port="))
     }
 
-    /// Writes the new fstab after `findmnt --verify` finds no new error in it.
-    fn write_fstab(&self, host: &Host, found: &Found, text: &str) -> Result<()> {
-        if found.fstab.is_some() {
-            host.backup(&self.fstab)?;
-        }
-        let meta = match host.stat(&self.fstab)? {
+    /// fstab keeps its mode and owner; a new one is 0644.
+    fn fstab_meta(&self, host: &Host) -> Result<Meta> {
+        Ok(match host.stat(&self.fstab)? {
             Some(s) => Meta {
                 mode: s.mode,
                 uid: s.uid,
                 gid: s.gid,
             },
             None => Meta::own(0o644),
-        };
+        })
+    }
+
+    /// Writes the new fstab after `findmnt --verify` finds no new error in it.
+    fn write_fstab(&self, host: &Host, found: &Found, text: &str) -> Result<()> {
+        if found.fstab.is_some() {
+            host.backup(&self.fstab)?;
+        }
+        let meta = self.fstab_meta(host)?;
         let old = host.resolve(&self.fstab)?;
         let under_root = host.root().dir() != Path::new("/");
         host.ensure_parent(&self.fstab)?;
@@ -397,17 +402,7 @@ impl Mount {
     /// Puts the fstab found at the start of apply back.
     fn restore_fstab(&self, host: &Host, found: &Found) -> Result<()> {
         match &found.fstab {
-            Some(old) => {
-                let meta = match host.stat(&self.fstab)? {
-                    Some(s) => Meta {
-                        mode: s.mode,
-                        uid: s.uid,
-                        gid: s.gid,
-                    },
-                    None => Meta::own(0o644),
-                };
-                host.write(&self.fstab, old.as_bytes(), meta, None)
-            }
+            Some(old) => host.write(&self.fstab, old.as_bytes(), self.fstab_meta(host)?, None),
             None => host.remove_file(&self.fstab),
         }
     }
