@@ -13,4 +13,5 @@ pub mod host;
 pub mod manifest;
 pub mod resources;
 pub mod secret;
+pub mod supervisor;
 pub mod template;

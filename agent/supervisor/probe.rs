@@ -1,0 +1,200 @@
+//! Readiness and liveness probes: is the service answering yet, and is it still?
+//!
+//! A probe is one [`Check`] repeated every `interval`, each attempt bounded by `timeout`. Checks
+//! block the calling thread for at most their timeout; the supervisor runs them on their own
+//! threads. HTTP is spoken directly over a `TcpStream` (HTTP/1.0, `Connection: close`), which is
+//! all a health endpoint such as PYME's `/__status` or `/distributor/queues` needs.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What one attempt checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// A TCP connection to `addr` (`host:port`) is accepted.
+    Tcp { addr: String },
+    /// `GET url` answers with `status`, and the body contains `body_contains` if given.
+    Http {
+        url: String,
+        status: u16,
+        body_contains: Option<String>,
+    },
+    /// The file exists.
+    File { path: PathBuf },
+    /// The command exits with status 0 within the timeout (it is killed otherwise).
+    Command { program: String, args: Vec<String> },
+    /// The log file holds `contains` in what was written since this run of the service started.
+    LogLine { path: PathBuf, contains: String },
+}
+
+/// A check with its schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub check: Check,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+impl Check {
+    /// One attempt. `log_start` is the length of the service's log file when this run started
+    /// (only [`Check::LogLine`] uses it). `Err` says what was wrong, for the status.
+    pub fn run(&self, timeout: Duration, log_start: u64) -> Result<(), String> {
+        match self {
+            Check::Tcp { addr } => {
+                let sock = resolve(addr)?;
+                TcpStream::connect_timeout(&sock, timeout)
+                    .map(drop)
+                    .map_err(|e| format!("tcp {addr}: {e}"))
+            }
+            Check::Http {
+                url,
+                status,
+                body_contains,
+            } => http_get(url, timeout).and_then(|(got, body)| {
+                if got != *status {
+                    return Err(format!("GET {url}: status {got}, expected {status}"));
+                }
+                match body_contains {
+                    Some(text) if !body.contains(text.as_str()) => {
+                        Err(format!("GET {url}: body does not contain {text:?}"))
+                    }
+                    _ => Ok(()),
+                }
+            }),
+            Check::File { path } => match path.try_exists() {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(format!("{} does not exist", path.display())),
+                Err(e) => Err(format!("{}: {e}", path.display())),
+            },
+            Check::Command { program, args } => run_command(program, args, timeout),
+            Check::LogLine { path, contains } => {
+                let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                // A shorter file than at start was rotated: then all of it is new.
+                let from = usize::try_from(log_start).unwrap_or(usize::MAX);
+                let new = bytes.get(from..).unwrap_or(&bytes);
+                if String::from_utf8_lossy(new).contains(contains.as_str()) {
+                    Ok(())
+                } else {
+                    Err(format!("{:?} not yet in {}", contains, path.display()))
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Check::Tcp { addr } => write!(f, "tcp {addr}"),
+            Check::Http { url, status, .. } => write!(f, "GET {url} → {status}"),
+            Check::File { path } => write!(f, "file {}", path.display()),
+            Check::Command { program, .. } => write!(f, "command {program}"),
+            Check::LogLine { contains, .. } => write!(f, "log line {contains:?}"),
+        }
+    }
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr, String> {
+    addr.to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr} resolves to no address"))
+}
+
+/// The largest response body read; health endpoints are small.
+const MAX_RESPONSE: u64 = 1 << 20;
+
+/// `GET url` over HTTP/1.0; returns the status and the body.
+fn http_get(url: &str, timeout: Duration) -> Result<(u16, String), String> {
+    let deadline = Instant::now() + timeout;
+    let rest = match url.split_once("://") {
+        Some(("http", rest)) => rest,
+        Some(("https", _)) => {
+            return Err(format!(
+                "{url}: https probes are not supported yet; probe the port with `tcp`"
+            ));
+        }
+        _ => return Err(format!("{url}: not an http:// URL")),
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| !p.contains(']'))
+    {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let io = |e: std::io::Error| format!("GET {url}: {e}");
+    let mut stream = TcpStream::connect_timeout(&resolve(&addr)?, timeout).map_err(io)?;
+    let left = || {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
+    };
+    stream.set_write_timeout(Some(left())).map_err(io)?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: provision\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(io)?;
+    let mut response = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if Instant::now() >= deadline {
+            return Err(format!("GET {url}: no complete answer within {timeout:?}"));
+        }
+        stream.set_read_timeout(Some(left())).map_err(io)?;
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                response.extend_from_slice(&buf[..n]);
+                if response.len() as u64 > MAX_RESPONSE {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io(e)),
+        }
+    }
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .lines()
+        .next()
+        .filter(|l| l.starts_with("HTTP/"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("GET {url}: not an HTTP response"))?;
+    Ok((status, body.to_string()))
+}
+
+fn run_command(program: &str, args: &[String], timeout: Duration) -> Result<(), String> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run `{program}`: {e}"))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return Ok(()),
+            Ok(Some(status)) => return Err(format!("`{program}` failed: {status}")),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("`{program}` did not finish within {timeout:?}"));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => return Err(format!("cannot wait for `{program}`: {e}")),
+        }
+    }
+}

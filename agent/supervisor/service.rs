@@ -1,0 +1,512 @@
+//! A set of services with `after:` dependencies, kept running by one loop thread.
+//!
+//! A service counts as started only when its readiness probe passes; its dependents are spawned
+//! only then, so start order follows readiness, not spawn. Exits are restarted per policy through
+//! [`Backoff`]; a liveness probe that fails `liveness_failures` times in a row kills a hung
+//! service, which then restarts like a crash. Stop runs in reverse dependency order, each service
+//! through [`Process::stop`] (signal, grace, SIGKILL to the group).
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::backoff::{Backoff, BackoffConfig, Decision};
+use super::probe::Probe;
+use super::process::{Exit, Process, ProcessSpec};
+
+/// One supervised service.
+#[derive(Debug, Clone)]
+pub struct ServiceSpec {
+    /// `process.name` is the service's name.
+    pub process: ProcessSpec,
+    /// Services that must be ready before this one is spawned.
+    pub after: Vec<String>,
+    /// `None`: ready as soon as spawned.
+    pub readiness: Option<Probe>,
+    /// A run not ready within this time is killed and counts as a failed start.
+    pub ready_timeout: Duration,
+    pub liveness: Option<Probe>,
+    /// Consecutive liveness failures that mean "hung".
+    pub liveness_failures: u32,
+    pub backoff: BackoffConfig,
+}
+
+/// Where a service stands. States carry their data.
+#[derive(Debug, Clone, PartialEq)]
+pub enum State {
+    /// Not spawned: `on` is not ready yet.
+    Waiting {
+        on: String,
+    },
+    /// Spawned, readiness not yet passed.
+    Starting {
+        pid: u32,
+    },
+    Ready {
+        pid: u32,
+    },
+    /// Exited; restarts at `until`.
+    Backoff {
+        until: Instant,
+        attempt: u32,
+    },
+    /// Exited and the policy says that is final.
+    Exited {
+        exit: Exit,
+    },
+    /// Will not be started again: the start-limit breaker tripped, or it cannot be spawned.
+    Failed {
+        gave_up_at: SystemTime,
+        reason: String,
+    },
+    Stopped,
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            State::Waiting { on } if on.is_empty() => write!(f, "waiting to start"),
+            State::Waiting { on } => write!(f, "waiting for {on} to be ready"),
+            State::Starting { pid } => write!(f, "starting (pid {pid})"),
+            State::Ready { pid } => write!(f, "ready (pid {pid})"),
+            State::Backoff { until, attempt } => write!(
+                f,
+                "backoff: restart {attempt} in {:?}",
+                until.saturating_duration_since(Instant::now())
+            ),
+            State::Exited { exit } => write!(f, "exited ({exit})"),
+            State::Failed { gave_up_at, reason } => {
+                let at = humantime::format_rfc3339_seconds(*gave_up_at);
+                write!(f, "failing, gave up at {at}: {reason}")
+            }
+            State::Stopped => write!(f, "stopped"),
+        }
+    }
+}
+
+/// A snapshot of one service, for status output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub state: State,
+    pub pid: Option<u32>,
+    pub restarts: u32,
+    pub last_exit: Option<Exit>,
+    /// When the state last changed.
+    pub since: SystemTime,
+}
+
+/// Something that happened to a service; also logged through `tracing`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    Spawned { pid: u32 },
+    Ready,
+    Exited(Exit),
+    NotReady(String),
+    Hung(String),
+    GaveUp(String),
+    SpawnFailed(String),
+    Stopped(Option<Exit>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub service: String,
+    pub kind: EventKind,
+    pub at: Instant,
+}
+
+/// A set of services that cannot be supervised as given.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("two services are named `{0}`")]
+    Duplicate(String),
+    #[error("service `{service}` is after `{after}`, which is not a service here")]
+    UnknownAfter { service: String, after: String },
+    #[error("services wait for each other in a cycle: {}", .0.join(", "))]
+    Cycle(Vec<String>),
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    status: Vec<ServiceStatus>,
+    events: Vec<Event>,
+}
+
+/// The running supervisor. Dropping it stops every service.
+#[derive(Debug)]
+pub struct Supervisor {
+    stop_tx: mpsc::Sender<()>,
+    shared: Arc<Mutex<Shared>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// How often the loop looks at its processes: the bound on crash-to-restart latency.
+const TICK: Duration = Duration::from_millis(5);
+
+impl Supervisor {
+    /// Checks the set (names, `after:` targets, cycles) and starts supervising it.
+    pub fn start(specs: Vec<ServiceSpec>) -> Result<Supervisor, ConfigError> {
+        let order = start_order(&specs)?;
+        let slots: Vec<Slot> = order
+            .into_iter()
+            .map(|i| Slot::new(specs[i].clone()))
+            .collect();
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let (stop_tx, stop_rx) = mpsc::channel();
+        let mut looper = Loop {
+            slots,
+            shared: shared.clone(),
+            pending: Vec::new(),
+        };
+        looper.publish();
+        let thread = thread::Builder::new()
+            .name("supervisor".into())
+            .spawn(move || looper.run(stop_rx))
+            .expect("spawn the supervisor thread");
+        Ok(Supervisor {
+            stop_tx,
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn status(&self) -> Vec<ServiceStatus> {
+        self.lock().status.clone()
+    }
+
+    pub fn events(&self) -> Vec<Event> {
+        self.lock().events.clone()
+    }
+
+    /// Stops every service in reverse dependency order and waits for that to finish. Status and
+    /// events stay readable afterwards.
+    pub fn stop(&mut self) {
+        let _ = self.stop_tx.send(());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Indices of `specs` in start order (dependencies first, otherwise as given).
+fn start_order(specs: &[ServiceSpec]) -> Result<Vec<usize>, ConfigError> {
+    let mut index = BTreeMap::new();
+    for (i, s) in specs.iter().enumerate() {
+        if index.insert(s.process.name.as_str(), i).is_some() {
+            return Err(ConfigError::Duplicate(s.process.name.clone()));
+        }
+    }
+    for s in specs {
+        for a in &s.after {
+            if !index.contains_key(a.as_str()) {
+                return Err(ConfigError::UnknownAfter {
+                    service: s.process.name.clone(),
+                    after: a.clone(),
+                });
+            }
+        }
+    }
+    let mut done = vec![false; specs.len()];
+    let mut order = Vec::new();
+    while order.len() < specs.len() {
+        let next = (0..specs.len())
+            .find(|&i| !done[i] && specs[i].after.iter().all(|a| done[index[a.as_str()]]));
+        match next {
+            Some(i) => {
+                done[i] = true;
+                order.push(i);
+            }
+            None => {
+                let stuck = (0..specs.len()).filter(|&i| !done[i]);
+                return Err(ConfigError::Cycle(
+                    stuck.map(|i| specs[i].process.name.clone()).collect(),
+                ));
+            }
+        }
+    }
+    Ok(order)
+}
+
+struct Run {
+    process: Process,
+    log_start: u64,
+    ready: bool,
+    probe: Option<JoinHandle<Result<(), String>>>,
+    next_probe: Instant,
+    live_failures: u32,
+}
+
+struct Slot {
+    spec: ServiceSpec,
+    backoff: Backoff,
+    run: Option<Run>,
+    state: State,
+    spawns: u32,
+    last_exit: Option<Exit>,
+    since: SystemTime,
+}
+
+impl Slot {
+    fn new(spec: ServiceSpec) -> Slot {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        spec.process.name.hash(&mut h);
+        SystemTime::now().hash(&mut h);
+        let backoff = Backoff::new(spec.backoff.clone(), h.finish());
+        let state = State::Waiting {
+            on: spec.after.first().cloned().unwrap_or_default(),
+        };
+        Slot {
+            spec,
+            backoff,
+            run: None,
+            state,
+            spawns: 0,
+            last_exit: None,
+            since: SystemTime::now(),
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.spec.process.name
+    }
+
+    fn set(&mut self, state: State) {
+        if self.state != state {
+            self.state = state;
+            self.since = SystemTime::now();
+        }
+    }
+
+    fn status(&self) -> ServiceStatus {
+        ServiceStatus {
+            name: self.name().to_string(),
+            state: self.state.clone(),
+            pid: self.run.as_ref().map(|r| r.process.pid()),
+            restarts: self.spawns.saturating_sub(1),
+            last_exit: self.last_exit,
+            since: self.since,
+        }
+    }
+}
+
+struct Loop {
+    slots: Vec<Slot>,
+    shared: Arc<Mutex<Shared>>,
+    pending: Vec<Event>,
+}
+
+impl Loop {
+    fn run(&mut self, stop_rx: mpsc::Receiver<()>) {
+        loop {
+            self.tick(Instant::now());
+            self.publish();
+            match stop_rx.recv_timeout(TICK) {
+                Err(RecvTimeoutError::Timeout) => {}
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        for i in (0..self.slots.len()).rev() {
+            let slot = &mut self.slots[i];
+            let exit = slot
+                .run
+                .take()
+                .map(|mut r| r.process.stop(&slot.spec.process.stop));
+            if exit.is_some() {
+                slot.last_exit = exit;
+            }
+            slot.set(State::Stopped);
+            self.event(i, EventKind::Stopped(exit));
+            self.publish();
+        }
+    }
+
+    fn publish(&mut self) {
+        let status = self.slots.iter().map(Slot::status).collect();
+        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        shared.status = status;
+        shared.events.append(&mut self.pending);
+    }
+
+    fn event(&mut self, i: usize, kind: EventKind) {
+        let service = self.slots[i].name().to_string();
+        tracing::info!(service = %service, event = ?kind, "supervisor");
+        self.pending.push(Event {
+            service,
+            kind,
+            at: Instant::now(),
+        });
+    }
+
+    fn tick(&mut self, now: Instant) {
+        for i in 0..self.slots.len() {
+            if self.slots[i].run.is_some() {
+                self.watch(i, now);
+            } else {
+                self.maybe_spawn(i, now);
+            }
+        }
+    }
+
+    /// A spawned service: reap an exit, collect probe results, launch the next probe.
+    fn watch(&mut self, i: usize, now: Instant) {
+        let slot = &mut self.slots[i];
+        let Some(run) = slot.run.as_mut() else { return };
+        if let Some(exit) = run.process.try_exit() {
+            self.event(i, EventKind::Exited(exit));
+            self.exited(i, exit, now);
+            return;
+        }
+        if run.probe.as_ref().is_some_and(JoinHandle::is_finished) {
+            let result = run
+                .probe
+                .take()
+                .map(|p| p.join().unwrap_or_else(|_| Err("probe panicked".into())));
+            match (run.ready, result) {
+                (false, Some(Ok(()))) => {
+                    run.ready = true;
+                    run.next_probe = now;
+                    let pid = run.process.pid();
+                    slot.set(State::Ready { pid });
+                    self.event(i, EventKind::Ready);
+                    return;
+                }
+                (true, Some(Err(why))) => {
+                    run.live_failures += 1;
+                    if run.live_failures >= slot.spec.liveness_failures.max(1) {
+                        let exit = run.process.kill();
+                        self.event(i, EventKind::Hung(why));
+                        self.exited(i, exit, now);
+                        return;
+                    }
+                }
+                (true, Some(Ok(()))) => run.live_failures = 0,
+                _ => {}
+            }
+        }
+        if !run.ready && now.duration_since(run.process.started()) > slot.spec.ready_timeout {
+            let exit = run.process.kill();
+            let why = format!("not ready within {:?}", slot.spec.ready_timeout);
+            self.event(i, EventKind::NotReady(why));
+            self.exited(i, exit, now);
+            return;
+        }
+        let probe = if run.ready {
+            slot.spec.liveness.as_ref()
+        } else {
+            slot.spec.readiness.as_ref()
+        };
+        if let Some(probe) = probe
+            && run.probe.is_none()
+            && now >= run.next_probe
+        {
+            run.next_probe = now + probe.interval;
+            let (check, timeout, log_start) = (probe.check.clone(), probe.timeout, run.log_start);
+            run.probe = thread::Builder::new()
+                .name(format!("probe-{}", slot.spec.process.name))
+                .spawn(move || check.run(timeout, log_start))
+                .ok();
+        }
+    }
+
+    fn exited(&mut self, i: usize, exit: Exit, now: Instant) {
+        let slot = &mut self.slots[i];
+        let Some(run) = slot.run.take() else { return };
+        slot.last_exit = Some(exit);
+        let started = run.process.started();
+        drop(run);
+        // A kill for not being ready or for hanging is a failure whatever the status says.
+        let success = exit.success();
+        match slot.backoff.exited(started, now, success) {
+            Decision::RestartIn(delay) => {
+                let attempt = slot.backoff.attempt();
+                slot.set(State::Backoff {
+                    until: now + delay,
+                    attempt,
+                });
+                if delay.is_zero() {
+                    self.maybe_spawn(i, now);
+                }
+            }
+            Decision::Stay => slot.set(State::Exited { exit }),
+            Decision::GiveUp { starts, window } => {
+                let reason = format!("{starts} starts within {window:?}, last {exit}");
+                slot.set(State::Failed {
+                    gave_up_at: SystemTime::now(),
+                    reason: reason.clone(),
+                });
+                self.event(i, EventKind::GaveUp(reason));
+            }
+        }
+    }
+
+    /// Spawns a waiting service, or one whose backoff is over, once all it is after are ready.
+    fn maybe_spawn(&mut self, i: usize, now: Instant) {
+        match &self.slots[i].state {
+            State::Waiting { .. } => {}
+            State::Backoff { until, .. } if *until <= now => {}
+            _ => return,
+        }
+        let blocker = self.slots[i].spec.after.iter().find(|a| {
+            !self
+                .slots
+                .iter()
+                .any(|s| s.name() == a.as_str() && matches!(s.state, State::Ready { .. }))
+        });
+        if let Some(on) = blocker {
+            if matches!(self.slots[i].state, State::Waiting { .. }) {
+                let on = on.clone();
+                self.slots[i].set(State::Waiting { on });
+            }
+            return;
+        }
+        let slot = &mut self.slots[i];
+        let log_start = std::fs::metadata(&slot.spec.process.log.path).map_or(0, |m| m.len());
+        slot.backoff.started(now);
+        match Process::spawn(&slot.spec.process) {
+            Ok(process) => {
+                slot.spawns += 1;
+                let pid = process.pid();
+                let ready = slot.spec.readiness.is_none();
+                slot.run = Some(Run {
+                    process,
+                    log_start,
+                    ready,
+                    probe: None,
+                    next_probe: now,
+                    live_failures: 0,
+                });
+                slot.set(if ready {
+                    State::Ready { pid }
+                } else {
+                    State::Starting { pid }
+                });
+                self.event(i, EventKind::Spawned { pid });
+                if ready {
+                    self.event(i, EventKind::Ready);
+                }
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                slot.set(State::Failed {
+                    gave_up_at: SystemTime::now(),
+                    reason: reason.clone(),
+                });
+                self.event(i, EventKind::SpawnFailed(reason));
+            }
+        }
+    }
+}
