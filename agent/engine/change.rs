@@ -51,6 +51,14 @@ pub enum Change {
         file: String,
         diff: ContentDiff,
     },
+    /// A package of an environment is installed (`from` absent), changed, or removed (`to`
+    /// absent). `manager` is `pip` or `conda`; `to` is the requirement asked for.
+    Package {
+        manager: String,
+        name: String,
+        from: Option<String>,
+        to: Option<String>,
+    },
     /// The live mount changes; `why` says what differs.
     Mount {
         action: MountAction,
@@ -186,6 +194,17 @@ impl fmt::Display for Change {
                 "{file} changes (+{} -{} lines)",
                 diff.lines_added, diff.lines_removed
             ),
+            Change::Package {
+                manager,
+                name,
+                from,
+                to,
+            } => match (from, to) {
+                (None, Some(to)) => write!(f, "install {manager} package {to}"),
+                (Some(from), None) => write!(f, "remove {manager} package {name} {from}"),
+                (Some(from), Some(to)) => write!(f, "{manager} package {name} {from} → {to}"),
+                (None, None) => write!(f, "{manager} package {name}"),
+            },
             Change::Mount { action, why } => {
                 let what = match action {
                     MountAction::Mount => "mount",
@@ -244,6 +263,24 @@ mod tests {
                     to: Some("/bin/bash".into()),
                 },
                 "shell /bin/sh → /bin/bash",
+            ),
+            (
+                Change::Package {
+                    manager: "pip".into(),
+                    name: "numpy".into(),
+                    from: Some("1.26.4".into()),
+                    to: Some("numpy>=2".into()),
+                },
+                "pip package numpy 1.26.4 → numpy>=2",
+            ),
+            (
+                Change::Package {
+                    manager: "pip".into(),
+                    name: "toolz".into(),
+                    from: None,
+                    to: Some("toolz".into()),
+                },
+                "install pip package toolz",
             ),
         ];
         for (change, text) in cases {

@@ -11,6 +11,8 @@ pub enum Need {
     Group(String),
     /// A directory that must exist: every managed directory at or above it comes first.
     Directory(String),
+    /// A Python environment (a `venv:` resource) at this path must be made first.
+    Env(String),
 }
 
 /// One managed thing on the node. Observe and diff never change anything; only `apply` does, and

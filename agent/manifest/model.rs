@@ -86,6 +86,11 @@ pub enum ResourceSpec {
     /// A check of the node's NVIDIA GPUs (driver, count, compute capability, health). Changes
     /// nothing; fails with the reason when the GPUs do not meet it.
     Gpu(GpuSpec),
+    /// A Python virtual environment (`python -m venv`) with pip packages, for nodes without conda.
+    Venv(VenvSpec),
+    /// A Jupyter kernel: `share/jupyter/kernels/<name>/kernel.json` in a JupyterLab env or prefix,
+    /// starting an environment's python with ipykernel.
+    JupyterKernel(JupyterKernelSpec),
 }
 
 /// `present` (the default) or `absent`.
@@ -505,6 +510,99 @@ pub struct GpuSpec {
     pub after: Vec<String>,
 }
 
+/// A Python virtual environment made with `python -m venv`, with pip packages installed by its own
+/// python.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VenvSpec {
+    /// Where the environment lives on the node (absolute); the resource's key.
+    pub path: String,
+    /// The interpreter that makes the environment: a name looked up on `PATH` (`python3.11`) or an
+    /// absolute path; default `python3`. A name with a version (`python3.11`) is also checked
+    /// against an existing environment, which is made again when its version differs.
+    #[serde(default = "default_python")]
+    pub python: String,
+    /// The user the environment belongs to: the whole tree is given to this user after every change.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// The group of the tree; default: the owner's primary group.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// pip requirements, in groups installed one after the other, each with its own pip options.
+    #[serde(default)]
+    pub pip: Vec<PipGroup>,
+    /// Apply only on nodes with one of these roles. With `nodes` also empty: every node.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Apply only on these nodes (by name).
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// Resource ids (`kind:key`, e.g. `user:pyme`) this resource must come after.
+    #[serde(default)]
+    pub after: Vec<String>,
+}
+
+/// Requirements installed by one `pip install`, with that command's options.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PipGroup {
+    /// Requirement specifiers: a name with optional extras and versions, e.g. `numpy>=1.26`,
+    /// `dask[distributed]==2024.8.0`.
+    pub packages: Vec<String>,
+    /// `--no-deps`: install exactly these, not their dependencies (PYME without wxPython).
+    #[serde(default)]
+    pub no_deps: bool,
+    /// `--no-build-isolation`: build sdists against the packages already in the environment
+    /// (pymecompress needs numpy at build time).
+    #[serde(default)]
+    pub no_build_isolation: bool,
+    /// `--index-url`: the package index to use in place of PyPI.
+    #[serde(default)]
+    pub index_url: Option<String>,
+    /// `--extra-index-url`, repeated.
+    #[serde(default)]
+    pub extra_index_urls: Vec<String>,
+    /// `--find-links`, repeated: a URL, or an absolute folder of wheels on the node.
+    #[serde(default)]
+    pub find_links: Vec<String>,
+    /// `--no-index`: use only `find_links` (offline).
+    #[serde(default)]
+    pub no_index: bool,
+}
+
+/// A Jupyter kernel for an environment, written as `python -m ipykernel install` would.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JupyterKernelSpec {
+    /// The kernel's name (its folder): lowercase letters, digits, `.`, `_` and `-`. Jupyter knows
+    /// one kernel per name on a node, so this is the resource's key.
+    pub name: String,
+    /// The name shown in JupyterLab's launcher; default: `name`.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// The environment the kernel runs (a venv or conda prefix holding ipykernel).
+    pub env: String,
+    /// The prefix of the JupyterLab that should list the kernel (its environment), or a system
+    /// prefix; the kernel goes to `<prefix>/share/jupyter/kernels/<name>/`. Default `/usr/local`.
+    #[serde(default = "default_kernel_prefix")]
+    pub prefix: String,
+    /// Environment variables for the kernel (`"env"` in kernel.json).
+    #[serde(default)]
+    pub env_vars: BTreeMap<String, String>,
+    /// `present` (default) or `absent`.
+    #[serde(default)]
+    pub state: State,
+    /// Apply only on nodes with one of these roles. With `nodes` also empty: every node.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Apply only on these nodes (by name).
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// Resource ids (`kind:key`, e.g. `user:pyme`) this resource must come after.
+    #[serde(default)]
+    pub after: Vec<String>,
+}
+
 /// The fields every resource kind shares, borrowed.
 pub struct Scope<'a> {
     pub roles: &'a [String],
@@ -523,6 +621,8 @@ impl ResourceSpec {
             ResourceSpec::Group(_) => "group",
             ResourceSpec::Mount(_) => "mount",
             ResourceSpec::Gpu(_) => "gpu",
+            ResourceSpec::Venv(_) => "venv",
+            ResourceSpec::JupyterKernel(_) => "jupyter_kernel",
         }
     }
 
@@ -536,6 +636,8 @@ impl ResourceSpec {
             ResourceSpec::Group(g) => &g.name,
             ResourceSpec::Mount(m) => &m.target,
             ResourceSpec::Gpu(g) => &g.name,
+            ResourceSpec::Venv(v) => &v.path,
+            ResourceSpec::JupyterKernel(k) => &k.name,
         }
     }
 
@@ -563,6 +665,8 @@ impl ResourceSpec {
             ResourceSpec::Group(s) => scope!(s),
             ResourceSpec::Mount(s) => scope!(s),
             ResourceSpec::Gpu(s) => scope!(s),
+            ResourceSpec::Venv(s) => scope!(s),
+            ResourceSpec::JupyterKernel(s) => scope!(s),
         }
     }
 }
@@ -573,6 +677,14 @@ fn default_hosts_path() -> String {
 
 fn default_gpu_name() -> String {
     "nvidia".to_owned()
+}
+
+fn default_python() -> String {
+    "python3".to_owned()
+}
+
+fn default_kernel_prefix() -> String {
+    "/usr/local".to_owned()
 }
 
 fn one() -> u32 {

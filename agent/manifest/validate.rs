@@ -337,6 +337,8 @@ impl Validator<'_> {
                 ResourceSpec::Group(g) => self.account_name(o, kind, &g.name),
                 ResourceSpec::Mount(mnt) => self.mount(o, mnt),
                 ResourceSpec::Gpu(g) => self.gpu(o, kind, g),
+                ResourceSpec::Venv(v) => self.venv(o, v),
+                ResourceSpec::JupyterKernel(k) => self.kernel(o, k),
             }
             self.scope_refs(r.value.scope(), &roles, o, kind);
         }
@@ -546,6 +548,146 @@ impl Validator<'_> {
         }
     }
 
+    fn venv(&mut self, o: &Origin, v: &super::model::VenvSpec) {
+        self.path(o, "venv", &v.path);
+        let python_ok = !v.python.is_empty()
+            && !v
+                .python
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+            && (!v.python.contains('/') || v.python.starts_with('/'));
+        if !python_ok {
+            self.error(
+                o,
+                "venv.python",
+                format!("`{}` is not an interpreter name or absolute path", v.python),
+                "write a command such as python3.11, or an absolute path such as /usr/bin/python3",
+            );
+        }
+        for (i, g) in v.pip.iter().enumerate() {
+            let at = format!("venv.pip[{i}]");
+            if g.packages.is_empty() {
+                self.error(
+                    o,
+                    &format!("{at}.packages"),
+                    "a pip group with no packages".into(),
+                    "list requirements such as numpy>=1.26, or remove the group",
+                );
+            }
+            for (j, text) in g.packages.iter().enumerate() {
+                if let Err(e) = crate::resources::pip::Wanted::parse(text) {
+                    self.error(
+                        o,
+                        &format!("{at}.packages[{j}]"),
+                        e,
+                        "write a name with optional [extras] and versions, e.g. dask[distributed]>=2024.8; for local wheels use find_links:",
+                    );
+                }
+            }
+            let urls = g
+                .index_url
+                .iter()
+                .map(|u| ("index_url".to_owned(), u))
+                .chain(
+                    g.extra_index_urls
+                        .iter()
+                        .enumerate()
+                        .map(|(k, u)| (format!("extra_index_urls[{k}]"), u)),
+                );
+            for (field, url) in urls {
+                if !url.contains("://") || url.chars().any(|c| c.is_whitespace()) {
+                    self.error(
+                        o,
+                        &format!("{at}.{field}"),
+                        format!("`{url}` is not a URL"),
+                        "write the index's URL, e.g. https://pypi.org/simple",
+                    );
+                }
+            }
+            for (k, link) in g.find_links.iter().enumerate() {
+                if link.contains("://") {
+                    continue;
+                }
+                if let Some(problem) = path_problem(link) {
+                    self.error(
+                        o,
+                        &format!("{at}.find_links[{k}]"),
+                        format!("find_links `{link}` {problem}"),
+                        "write a URL, or an absolute folder of wheels on the node (resolved under --root)",
+                    );
+                }
+            }
+            if g.no_index && (g.index_url.is_some() || !g.extra_index_urls.is_empty()) {
+                self.error(
+                    o,
+                    &format!("{at}.no_index"),
+                    "no_index: true with an index URL".into(),
+                    "keep one: no_index installs only from find_links",
+                );
+            } else if g.no_index && g.find_links.is_empty() {
+                self.error(
+                    o,
+                    &format!("{at}.no_index"),
+                    "no_index: true and no find_links: pip would have nothing to install from".into(),
+                    "add find_links: [/srv/wheels] (a folder of wheels on the node), or drop no_index",
+                );
+            }
+        }
+    }
+
+    fn kernel(&mut self, o: &Origin, k: &super::model::JupyterKernelSpec) {
+        let name_ok = !k.name.is_empty()
+            && k.name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+        if !name_ok {
+            self.error(
+                o,
+                "jupyter_kernel.name",
+                format!("`{}` is not a kernel name", k.name),
+                "use lowercase letters, digits, `.`, `_` and `-` (Jupyter lower-cases names), e.g. pyme",
+            );
+        }
+        for (field, path, example) in [
+            ("env", &k.env, "/opt/envs/pyme"),
+            ("prefix", &k.prefix, "/opt/envs/jupyterlab"),
+        ] {
+            if let Some(problem) = path_problem(path) {
+                self.error(
+                    o,
+                    &format!("jupyter_kernel.{field}"),
+                    format!("{field} `{path}` {problem}"),
+                    &format!("write the environment's absolute path, e.g. {example}"),
+                );
+            }
+        }
+        if let Some(d) = &k.display_name
+            && (d.is_empty() || d.chars().any(char::is_control))
+        {
+            self.error(
+                o,
+                "jupyter_kernel.display_name",
+                format!("display_name {d:?} is empty or has a control character"),
+                "write the name JupyterLab shows, e.g. \"PYME (Python 3.11)\"",
+            );
+        }
+        for var in k.env_vars.keys() {
+            let mut b = var.bytes();
+            if !(b
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+                && b.all(|c| c.is_ascii_alphanumeric() || c == b'_'))
+            {
+                self.error(
+                    o,
+                    &format!("jupyter_kernel.env_vars.{var}"),
+                    format!("`{var}` is not an environment variable name"),
+                    "use letters, digits and _, e.g. OMP_NUM_THREADS",
+                );
+            }
+        }
+    }
+
     fn path(&mut self, origin: &Origin, kind: &str, path: &str) {
         if let Some(problem) = path_problem(path) {
             self.error(
@@ -668,7 +810,10 @@ impl Validator<'_> {
                 // At what names the resource: its path or name (a hosts resource may leave its
                 // path to the default, and is then reported where it starts).
                 let key_field = match &r.value {
-                    ResourceSpec::User(_) | ResourceSpec::Group(_) | ResourceSpec::Gpu(_) => "name",
+                    ResourceSpec::User(_)
+                    | ResourceSpec::Group(_)
+                    | ResourceSpec::Gpu(_)
+                    | ResourceSpec::JupyterKernel(_) => "name",
                     ResourceSpec::Mount(_) => "target",
                     _ => "path",
                 };
@@ -728,6 +873,7 @@ impl Validator<'_> {
                 ResourceSpec::Directory(d) => (d.owner.as_deref(), d.group.as_deref()),
                 ResourceSpec::File(f) => (f.owner.as_deref(), f.group.as_deref()),
                 ResourceSpec::Mount(m) => (m.owner.as_deref(), m.group.as_deref()),
+                ResourceSpec::Venv(v) => (v.owner.as_deref(), v.group.as_deref()),
                 _ => (None, None),
             };
             let mut refs: Vec<(String, &str, &str, &str, &str)> = Vec::new();

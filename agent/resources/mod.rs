@@ -11,8 +11,11 @@ mod file;
 pub mod fstab;
 mod gpu;
 mod hosts;
+mod kernel;
 mod mount;
 mod ownership;
+pub mod pip;
+mod venv;
 
 use std::path::Path;
 
@@ -23,12 +26,14 @@ pub use directory::Directory;
 pub use file::{Content, File};
 pub use gpu::GpuCheck;
 pub use hosts::Hosts;
+pub use kernel::JupyterKernel;
 pub use mount::Mount;
 pub use ownership::Ownership;
+pub use venv::Venv;
 
 use crate::engine::{Need, Reconcile, Step};
 use crate::facts::Facts;
-use crate::manifest::model::{MountSpec, ResourceSpec, State};
+use crate::manifest::model::{JupyterKernelSpec, MountSpec, ResourceSpec, State};
 use crate::manifest::{Manifest, NodeSelection};
 use crate::secret::Secret;
 
@@ -172,6 +177,27 @@ fn build_one(
             system: g.system,
         }),
         ResourceSpec::Mount(spec) => Box::new(build_mount(spec, dir)?),
+        ResourceSpec::Venv(v) => Box::new(Venv {
+            path: v.path.clone(),
+            python: v.python.clone(),
+            owner: v.owner.clone(),
+            group: v.group.clone(),
+            groups: v
+                .pip
+                .iter()
+                .map(|g| {
+                    Ok(pip::Group {
+                        wanted: g
+                            .packages
+                            .iter()
+                            .map(|t| pip::Wanted::parse(t))
+                            .collect::<Result<_, String>>()?,
+                        options: g.clone(),
+                    })
+                })
+                .collect::<Result<_, String>>()?,
+        }),
+        ResourceSpec::JupyterKernel(k) => Box::new(build_kernel(m, sel, k)),
         // Validation has checked that both versions parse.
         ResourceSpec::Gpu(g) => Box::new(GpuCheck {
             name: g.name.clone(),
@@ -190,6 +216,38 @@ fn build_one(
             },
         }),
     })
+}
+
+/// A kernel; the first present kernel of its prefix (in manifest order) prunes provision's other
+/// kernels there that this node's manifest does not list.
+fn build_kernel(m: &Manifest, sel: &NodeSelection<'_>, k: &JupyterKernelSpec) -> JupyterKernel {
+    let same_prefix: Vec<&JupyterKernelSpec> = sel
+        .resources
+        .iter()
+        .filter_map(|&i| match &m.resources[i].value {
+            ResourceSpec::JupyterKernel(other) if other.prefix == k.prefix => Some(other),
+            _ => None,
+        })
+        .collect();
+    let first = same_prefix
+        .iter()
+        .find(|o| o.state == State::Present)
+        .is_some_and(|o| std::ptr::eq(*o, k));
+    JupyterKernel {
+        name: k.name.clone(),
+        display_name: k.display_name.clone().unwrap_or_else(|| k.name.clone()),
+        env: k.env.clone(),
+        prefix: k.prefix.clone(),
+        env_vars: k.env_vars.clone(),
+        state: k.state,
+        prune_except: first.then(|| {
+            same_prefix
+                .iter()
+                .filter(|o| o.state == State::Present)
+                .map(|o| o.name.clone())
+                .collect()
+        }),
+    }
 }
 
 /// A mount with its defaults: `noauto` for `boot: false`, `nofail,_netdev` for network
