@@ -13,6 +13,7 @@ mod gpu;
 mod hosts;
 mod mount;
 mod ownership;
+pub mod service;
 
 use std::path::Path;
 
@@ -25,6 +26,7 @@ pub use gpu::GpuCheck;
 pub use hosts::Hosts;
 pub use mount::Mount;
 pub use ownership::Ownership;
+pub use service::Service;
 
 use crate::engine::{Need, Reconcile, Step};
 use crate::facts::Facts;
@@ -172,6 +174,9 @@ fn build_one(
             system: g.system,
         }),
         ResourceSpec::Mount(spec) => Box::new(build_mount(spec, dir)?),
+        ResourceSpec::Service(spec) => Box::new(Service {
+            spec: (**spec).clone(),
+        }),
         // Validation has checked that both versions parse.
         ResourceSpec::Gpu(g) => Box::new(GpuCheck {
             name: g.name.clone(),

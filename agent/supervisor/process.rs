@@ -85,7 +85,7 @@ impl Default for StopConfig {
 }
 
 /// Everything needed to start one run of a service.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProcessSpec {
     pub name: String,
     pub program: String,
@@ -348,4 +348,15 @@ fn set_credentials(cmd: &mut Command, identity: Option<Identity>, umask: Option<
     unsafe {
         cmd.pre_exec(hook);
     }
+}
+
+/// A signal by name: `SIGTERM`, `TERM` or `term`.
+pub fn parse_signal(name: &str) -> Option<Signal> {
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    full.parse().ok()
 }
