@@ -6,6 +6,7 @@
 //! every managed path under `--root` and writes files atomically.
 
 pub mod cli;
+pub mod daemon;
 pub mod engine;
 pub mod facts;
 pub mod gpu;

@@ -55,6 +55,24 @@ enum Command {
     /// Report the NVIDIA driver and every GPU with a health verdict (NVML; docs/gpu.md).
     /// Exit 0 all GPUs fine, 4 some GPU unhealthy, 5 no NVIDIA driver.
     Gpu(gpu::GpuArgs),
+    /// Run the node agent: reconcile, start this node's services in dependency order and keep
+    /// them running; SIGHUP reloads the manifest, SIGTERM stops everything in order.
+    Agent(AgentArgs),
+}
+
+#[derive(Debug, Args)]
+struct AgentArgs {
+    /// The cluster manifest (YAML).
+    manifest: PathBuf,
+    /// The node to run as; default: this host's short hostname.
+    #[arg(long, env = "PROVISION_NODE")]
+    node: Option<String>,
+    /// Resolve every managed path under DIR instead of /.
+    #[arg(long, default_value = "/", env = "PROVISION_ROOT")]
+    root: PathBuf,
+    /// Time between periodic reconciles, e.g. 30s, 5m.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    reconcile_interval: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -94,6 +112,8 @@ enum UsageError {
     Root { path: PathBuf, reason: String },
     #[error("{0}")]
     Gpu(#[from] gpu::GpuError),
+    #[error("{0}")]
+    Agent(#[from] crate::daemon::Error),
 }
 
 impl UsageError {
@@ -114,7 +134,13 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
         }
     };
-    init_tracing(cli.verbose);
+    // The agent is a daemon: its events are its output, so it logs at info by default.
+    let agent = matches!(cli.command, Command::Agent(_));
+    init_tracing(if agent {
+        cli.verbose.max(1)
+    } else {
+        cli.verbose
+    });
     match run(cli.command) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -155,6 +181,21 @@ fn run(command: Command) -> Result<u8, UsageError> {
             Ok(0)
         }
         Command::Gpu(args) => Ok(gpu::run(&args)?),
+        Command::Agent(args) => {
+            if !args.root.is_dir() {
+                return Err(UsageError::Root {
+                    path: args.root.clone(),
+                    reason: "is not a directory; create it first".into(),
+                });
+            }
+            crate::daemon::run(&crate::daemon::Config {
+                manifest: args.manifest,
+                node: args.node,
+                root: args.root,
+                interval: args.reconcile_interval,
+            })?;
+            Ok(0)
+        }
         Command::Facts { json } => {
             let facts = Facts::gather();
             if json {

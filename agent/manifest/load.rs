@@ -333,7 +333,7 @@ fn parse_hint(message: &str) -> &'static str {
     } else if has("unknown field") {
         "remove the field or fix its spelling; `provision schema` lists every field"
     } else if has("unknown variant") && has("directory, file") {
-        "resource kinds are directory, file, hosts, user, group, mount and gpu; `provision schema` lists them all"
+        "resource kinds are directory, file, hosts, user, group, mount, gpu, venv, jupyter_kernel and service; `provision schema` lists them all"
     } else if has("unknown variant") {
         "use one of the values listed"
     } else if has("missing field") {

@@ -86,6 +86,9 @@ pub enum ResourceSpec {
     /// A check of the node's NVIDIA GPUs (driver, count, compute capability, health). Changes
     /// nothing; fails with the reason when the GPUs do not meet it.
     Gpu(GpuSpec),
+    /// A long-running server process, started and kept running by `provision agent` (never by
+    /// `apply`), never as root unless `allow_root: true`.
+    Service(Box<ServiceSpec>),
     /// A Python virtual environment (`python -m venv`) with pip packages, for nodes without conda.
     Venv(VenvSpec),
     /// A Jupyter kernel: `share/jupyter/kernels/<name>/kernel.json` in a JupyterLab env or prefix,
@@ -603,6 +606,192 @@ pub struct JupyterKernelSpec {
     pub after: Vec<String>,
 }
 
+/// A command: a list (`[PYMERuleServer, -a, local]`) or one program name with `args:`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum CommandSpec {
+    List(Vec<String>),
+    Program(String),
+}
+
+/// Whether a service that exited is started again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartSpec {
+    /// After every exit (the default).
+    #[default]
+    Always,
+    /// After an exit with a non-zero status or a signal.
+    OnFailure,
+    /// Never.
+    Never,
+}
+
+/// A duration written as text: `500ms`, `5s`, `2m`, `1h 30m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
+#[schemars(with = "String")]
+pub struct Duration(pub std::time::Duration);
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text).map(Duration).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {text:?}: {e}; write e.g. \"500ms\", \"5s\" or \"2m\""
+            ))
+        })
+    }
+}
+
+/// Restart backoff: exponential from `base` to `cap`, immediate again after a healthy run, and a
+/// breaker after `start_limit` starts within `start_window`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackoffSpec {
+    /// Delay before the second restart in a row (default 200ms; the first is immediate).
+    #[serde(default)]
+    pub base: Option<Duration>,
+    /// Longest delay (default 30s).
+    #[serde(default)]
+    pub cap: Option<Duration>,
+    /// Spread of each delay as a fraction, 0 to 1 (default 0.2).
+    #[serde(default)]
+    pub jitter: Option<f64>,
+    /// A run this long counts as healthy (default 10s).
+    #[serde(default)]
+    pub healthy_after: Option<Duration>,
+    /// Give up after this many starts within `start_window` (default 10 in 60s).
+    #[serde(default)]
+    pub start_limit: Option<u32>,
+    #[serde(default)]
+    pub start_window: Option<Duration>,
+}
+
+/// How a service is stopped.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StopSpec {
+    /// Signal sent to the service's process group first (default SIGTERM), e.g. SIGINT.
+    #[serde(default)]
+    pub signal: Option<String>,
+    /// Time before SIGKILL to the whole group (default 10s).
+    #[serde(default)]
+    pub grace: Option<Duration>,
+}
+
+/// An HTTP check: `GET url` answers `status`, with `body_contains` in the body if given.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpProbeSpec {
+    /// An `http://host:port/path` URL (https is not supported yet).
+    pub url: String,
+    /// Expected status (default 200).
+    #[serde(default)]
+    pub status: Option<u16>,
+    #[serde(default)]
+    pub body_contains: Option<String>,
+}
+
+/// A readiness or liveness probe: exactly one of `tcp`, `http`, `file`, `command`, `log_line`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeSpec {
+    /// `host:port` accepts a TCP connection.
+    #[serde(default)]
+    pub tcp: Option<String>,
+    #[serde(default)]
+    pub http: Option<HttpProbeSpec>,
+    /// This node path exists (under `--root`).
+    #[serde(default)]
+    pub file: Option<String>,
+    /// This command exits 0 within `timeout`.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// The service's log holds this text (written since this run started).
+    #[serde(default)]
+    pub log_line: Option<String>,
+    /// Time between attempts (default 1s).
+    #[serde(default)]
+    pub interval: Option<Duration>,
+    /// Time one attempt may take (default 2s).
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+    /// Liveness only: this many failures in a row mean the service hangs (default 3).
+    #[serde(default)]
+    pub failures: Option<u32>,
+}
+
+/// A long-running server, supervised by `provision agent`.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// The service's name; its id is `service:<name>`.
+    pub name: String,
+    /// What to run: a list, or a program with `args:`. Not resolved under `--root`.
+    pub command: CommandSpec,
+    /// Arguments, when `command:` is one program.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Environment added to HOME, USER, LOGNAME and PATH (of the service user).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory (a node path, under `--root`); default `/`.
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    /// The user it runs as (a `user:` resource of this manifest). Required unless `allow_root`.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Primary group; default the user's.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// More supplementary groups (besides the user's own memberships), e.g. [video, render].
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// File creation mask as a quoted octal string, e.g. `"0027"`.
+    #[serde(default)]
+    pub umask: Option<Mode>,
+    /// Allow running as root (`user: root` or no user). Default false: refused.
+    #[serde(default)]
+    pub allow_root: bool,
+    /// `always` (default), `on-failure` or `never`.
+    #[serde(default)]
+    pub restart: RestartSpec,
+    #[serde(default)]
+    pub backoff: BackoffSpec,
+    #[serde(default)]
+    pub stop: StopSpec,
+    /// The service counts as started (and its dependents start) only when this passes.
+    #[serde(default)]
+    pub readiness: Option<ProbeSpec>,
+    /// A run not ready within this time is killed and counts as a failed start (default 60s).
+    #[serde(default)]
+    pub start_timeout: Option<Duration>,
+    /// Restarts a service that stops answering.
+    #[serde(default)]
+    pub liveness: Option<ProbeSpec>,
+    /// Apply only on nodes with one of these roles. With `nodes` also empty: every node.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Apply only on these nodes (by name).
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// Resource ids this service starts after: other services (`service:rules`, started and
+    /// ready first), files (a changed file restarts the service), mounts, gpu checks. A failed
+    /// one keeps the service from starting.
+    #[serde(default)]
+    pub after: Vec<String>,
+}
+
+impl ServiceSpec {
+    /// The program and its arguments.
+    pub fn argv(&self) -> Vec<String> {
+        match &self.command {
+            CommandSpec::List(list) => list.iter().chain(&self.args).cloned().collect(),
+            CommandSpec::Program(p) => std::iter::once(p).chain(&self.args).cloned().collect(),
+        }
+    }
+}
+
 /// The fields every resource kind shares, borrowed.
 pub struct Scope<'a> {
     pub roles: &'a [String],
@@ -621,6 +810,7 @@ impl ResourceSpec {
             ResourceSpec::Group(_) => "group",
             ResourceSpec::Mount(_) => "mount",
             ResourceSpec::Gpu(_) => "gpu",
+            ResourceSpec::Service(_) => "service",
             ResourceSpec::Venv(_) => "venv",
             ResourceSpec::JupyterKernel(_) => "jupyter_kernel",
         }
@@ -634,6 +824,7 @@ impl ResourceSpec {
             ResourceSpec::Hosts(h) => &h.path,
             ResourceSpec::User(u) => &u.name,
             ResourceSpec::Group(g) => &g.name,
+            ResourceSpec::Service(s) => &s.name,
             ResourceSpec::Mount(m) => &m.target,
             ResourceSpec::Gpu(g) => &g.name,
             ResourceSpec::Venv(v) => &v.path,
@@ -661,6 +852,7 @@ impl ResourceSpec {
             ResourceSpec::Directory(s) => scope!(s),
             ResourceSpec::File(s) => scope!(s),
             ResourceSpec::Hosts(s) => scope!(s),
+            ResourceSpec::Service(s) => scope!(s),
             ResourceSpec::User(s) => scope!(s),
             ResourceSpec::Group(s) => scope!(s),
             ResourceSpec::Mount(s) => scope!(s),

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::path::{Component, Path};
 
 use super::diagnostic::Diagnostic;
-use super::model::{MountSpec, ResourceSpec, State};
+use super::model::{CommandSpec, MountSpec, ProbeSpec, ResourceSpec, ServiceSpec, State};
 use super::{Manifest, Origin};
 
 pub fn validate(m: &Manifest, errors: &mut Vec<Diagnostic>) {
@@ -48,6 +48,24 @@ pub fn is_account_name(name: &str) -> bool {
             .trim_end_matches('$')
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Why `addr` is not `host:port` (a name or address, and a port 1-65535), if it is not.
+pub fn host_port(addr: &str) -> Result<(), String> {
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err("has no :port".into());
+    };
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() || !(is_hostname(host) || host.parse::<IpAddr>().is_ok()) {
+        return Err(format!("`{host}` is not a host name or address"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("`{port}` is not a port (1-65535)")),
+    }
 }
 
 /// Why `path` cannot name a managed file, if it cannot.
@@ -337,6 +355,7 @@ impl Validator<'_> {
                 ResourceSpec::Group(g) => self.account_name(o, kind, &g.name),
                 ResourceSpec::Mount(mnt) => self.mount(o, mnt),
                 ResourceSpec::Gpu(g) => self.gpu(o, kind, g),
+                ResourceSpec::Service(svc) => self.service(o, svc),
                 ResourceSpec::Venv(v) => self.venv(o, v),
                 ResourceSpec::JupyterKernel(k) => self.kernel(o, k),
             }
@@ -688,6 +707,239 @@ impl Validator<'_> {
         }
     }
 
+    fn service(&mut self, o: &Origin, svc: &ServiceSpec) {
+        if svc.name.is_empty()
+            || !svc
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
+        {
+            self.error(
+                o,
+                "service.name",
+                format!("`{}` is not a valid service name", svc.name),
+                "use letters, digits, -, _, . and @, e.g. pyme-ruleserver",
+            );
+        }
+        let argv = svc.argv();
+        match (&svc.command, svc.args.is_empty()) {
+            (CommandSpec::List(_), false) => self.error(
+                o,
+                "service.args",
+                "args: given with a command: list".into(),
+                "write the whole command as one list, or command: PROGRAM with args: [...]",
+            ),
+            _ if argv.first().is_none_or(|p| p.trim().is_empty()) => self.error(
+                o,
+                "service.command",
+                format!("service {} has an empty command", svc.name),
+                "name the program to run, e.g. command: [PYMERuleServer, -a, local]",
+            ),
+            _ => {}
+        }
+        match svc.user.as_deref() {
+            Some("root") if !svc.allow_root => self.error(
+                o,
+                "service.user",
+                format!("service {} would run as root", svc.name),
+                "run it as an unprivileged user (add a `user:` resource), or set allow_root: true if it really must",
+            ),
+            None if !svc.allow_root => self.error(
+                o,
+                "service",
+                format!("service {} has no user: and would run as root", svc.name),
+                "add user: with an unprivileged account (e.g. pyme), or set allow_root: true if it really must",
+            ),
+            _ => {}
+        }
+        if let Some(dir) = &svc.working_dir
+            && let Some(problem) = path_problem(dir)
+        {
+            self.error(
+                o,
+                "service.working_dir",
+                format!("working_dir `{dir}` {problem}"),
+                "write an absolute directory on the node, e.g. /var/lib/pyme",
+            );
+        }
+        for key in svc.env.keys() {
+            let mut b = key.bytes();
+            if !(b
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+                && b.all(|c| c.is_ascii_alphanumeric() || c == b'_'))
+            {
+                self.error(
+                    o,
+                    &format!("service.env.{key}"),
+                    format!("`{key}` is not an environment variable name"),
+                    "use letters, digits and _, not starting with a digit",
+                );
+            }
+        }
+        if let Some(signal) = &svc.stop.signal
+            && crate::supervisor::process::parse_signal(signal).is_none()
+        {
+            self.error(
+                o,
+                "service.stop.signal",
+                format!("`{signal}` is not a signal name"),
+                "use e.g. SIGTERM, SIGINT, SIGQUIT or SIGHUP",
+            );
+        }
+        let b = &svc.backoff;
+        if let Some(j) = b.jitter
+            && !(0.0..=1.0).contains(&j)
+        {
+            self.error(
+                o,
+                "service.backoff.jitter",
+                format!("jitter {j} is outside 0-1"),
+                "give the spread as a fraction, e.g. 0.2 for ±20 %",
+            );
+        }
+        if let (Some(base), Some(cap)) = (b.base, b.cap)
+            && cap.0 < base.0
+        {
+            self.error(
+                o,
+                "service.backoff.cap",
+                "the backoff cap is shorter than its base".into(),
+                "make cap: at least base:",
+            );
+        }
+        if b.start_limit == Some(0) {
+            self.error(
+                o,
+                "service.backoff.start_limit",
+                "start_limit 0 would never start the service".into(),
+                "give at least 1 (default 10)",
+            );
+        }
+        for (field, probe) in [("readiness", &svc.readiness), ("liveness", &svc.liveness)] {
+            if let Some(p) = probe {
+                self.probe(o, &format!("service.{field}"), field, p);
+            }
+        }
+    }
+
+    fn probe(&mut self, o: &Origin, at: &str, field: &str, p: &ProbeSpec) {
+        let given: Vec<&str> = [
+            ("tcp", p.tcp.is_some()),
+            ("http", p.http.is_some()),
+            ("file", p.file.is_some()),
+            ("command", p.command.is_some()),
+            ("log_line", p.log_line.is_some()),
+        ]
+        .into_iter()
+        .filter(|(_, set)| *set)
+        .map(|(k, _)| k)
+        .collect();
+        let hint = "give exactly one of tcp:, http:, file:, command: and log_line:";
+        match given.as_slice() {
+            [] => self.error(o, at, format!("the {field} probe checks nothing"), hint),
+            [_] => {}
+            [first, second, ..] => self.error(
+                o,
+                &format!("{at}.{second}"),
+                format!("the {field} probe has both {first}: and {second}:"),
+                hint,
+            ),
+        }
+        if let Some(addr) = &p.tcp
+            && let Err(why) = host_port(addr)
+        {
+            self.error(
+                o,
+                &format!("{at}.tcp"),
+                format!("tcp probe `{addr}`: {why}"),
+                "write host:port, e.g. 127.0.0.1:15346 or [::1]:8888",
+            );
+        }
+        if let Some(h) = &p.http {
+            let problem = match h.url.split_once("://") {
+                Some(("http", rest)) => {
+                    let authority = rest.split('/').next().unwrap_or("");
+                    if authority.is_empty() {
+                        Some("has no host".to_owned())
+                    } else if authority
+                        .rsplit_once(':')
+                        .is_some_and(|(_, port)| !port.contains(']'))
+                    {
+                        host_port(authority).err()
+                    } else {
+                        None
+                    }
+                }
+                Some(("https", _)) => Some("https probes are not supported yet".to_owned()),
+                _ => Some("is not an http:// URL".to_owned()),
+            };
+            if let Some(problem) = problem {
+                self.error(
+                    o,
+                    &format!("{at}.http.url"),
+                    format!("http probe URL `{}` {problem}", h.url),
+                    "write e.g. http://127.0.0.1:15346/distributor/queues (for https, probe the port with tcp:)",
+                );
+            }
+            if let Some(status) = h.status
+                && !(100..=599).contains(&status)
+            {
+                self.error(
+                    o,
+                    &format!("{at}.http.status"),
+                    format!("{status} is not an HTTP status"),
+                    "give the status a healthy server answers, e.g. 200",
+                );
+            }
+        }
+        if let Some(path) = &p.file
+            && let Some(problem) = path_problem(path)
+        {
+            self.error(
+                o,
+                &format!("{at}.file"),
+                format!("file probe `{path}` {problem}"),
+                "write the absolute node path the service creates when ready",
+            );
+        }
+        if p.command
+            .as_ref()
+            .is_some_and(|c| c.first().is_none_or(|p| p.trim().is_empty()))
+        {
+            self.error(
+                o,
+                &format!("{at}.command"),
+                "the probe command is empty".into(),
+                "write the command as a list, e.g. [pg_isready, -q]",
+            );
+        }
+        if p.log_line.as_ref().is_some_and(String::is_empty) {
+            self.error(
+                o,
+                &format!("{at}.log_line"),
+                "the log line to wait for is empty".into(),
+                "give text the service logs when it is ready, e.g. \"Serving on\"",
+            );
+        }
+        if p.failures.is_some() && field == "readiness" {
+            self.error(
+                o,
+                &format!("{at}.failures"),
+                "failures: is for liveness probes".into(),
+                "a readiness probe retries until start_timeout: of the service; remove failures:",
+            );
+        }
+        if p.interval.is_some_and(|d| d.0.is_zero()) || p.timeout.is_some_and(|d| d.0.is_zero()) {
+            self.error(
+                o,
+                at,
+                format!("the {field} probe has a zero interval or timeout"),
+                "give a duration such as 500ms or 2s",
+            );
+        }
+    }
+
     fn path(&mut self, origin: &Origin, kind: &str, path: &str) {
         if let Some(problem) = path_problem(path) {
             self.error(
@@ -813,7 +1065,8 @@ impl Validator<'_> {
                     ResourceSpec::User(_)
                     | ResourceSpec::Group(_)
                     | ResourceSpec::Gpu(_)
-                    | ResourceSpec::JupyterKernel(_) => "name",
+                    | ResourceSpec::JupyterKernel(_)
+                    | ResourceSpec::Service(_) => "name",
                     ResourceSpec::Mount(_) => "target",
                     _ => "path",
                 };
@@ -889,6 +1142,17 @@ impl Validator<'_> {
                 }
                 for (i, g) in u.groups.iter().flatten().enumerate() {
                     refs.push((format!("user.groups[{i}]"), g, "group", "group", "add a `group:` resource for it; an existing group such as video is adopted as it is"));
+                }
+            }
+            if let ResourceSpec::Service(svc) = &r.value {
+                if let Some(u) = svc.user.as_deref().filter(|u| *u != "root") {
+                    refs.push(("service.user".into(), u, "user", "user", "add a `user:` resource for it (an existing account is adopted as it is), e.g. a system user pyme"));
+                }
+                if let Some(g) = &svc.group {
+                    refs.push(("service.group".into(), g, "group", "group", "add a `group:` resource for it, or leave group: out to use the user's primary group"));
+                }
+                for (i, g) in svc.groups.iter().enumerate() {
+                    refs.push((format!("service.groups[{i}]"), g, "group", "group", "add a `group:` resource for it; an existing group such as video is adopted as it is"));
                 }
             }
             if let ResourceSpec::Mount(m) = &r.value {

@@ -15,6 +15,7 @@ mod kernel;
 mod mount;
 mod ownership;
 pub mod pip;
+pub mod service;
 mod venv;
 
 use std::path::Path;
@@ -29,6 +30,7 @@ pub use hosts::Hosts;
 pub use kernel::JupyterKernel;
 pub use mount::Mount;
 pub use ownership::Ownership;
+pub use service::Service;
 pub use venv::Venv;
 
 use crate::engine::{Need, Reconcile, Step};
@@ -177,6 +179,9 @@ fn build_one(
             system: g.system,
         }),
         ResourceSpec::Mount(spec) => Box::new(build_mount(spec, dir)?),
+        ResourceSpec::Service(spec) => Box::new(Service {
+            spec: (**spec).clone(),
+        }),
         ResourceSpec::Venv(v) => Box::new(Venv {
             path: v.path.clone(),
             python: v.python.clone(),

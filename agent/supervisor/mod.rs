@@ -17,10 +17,12 @@
 //! - [`Supervisor::start`] checks the set ([`ConfigError`]) and starts it in a thread;
 //! - [`Supervisor::status`] gives a [`ServiceStatus`] per service for the status API,
 //!   [`Supervisor::events`] what happened (also logged through `tracing`);
+//! - [`Supervisor::restart`] restarts one service (a config file it is after changed, or its spec
+//!   did), optionally with a new spec;
 //! - [`Supervisor::stop`] (or dropping it) stops everything in reverse dependency order.
 //!
-//! Not yet here: restarting one service on a config change, `wait_for:` a service on another node,
-//! and handing a new set to a running supervisor; the daemon will need all three.
+//! Not yet here: `wait_for:` a service on another node, and adding or removing services in a
+//! running supervisor (the agent starts a new one when the set of services changes).
 
 pub mod backoff;
 pub mod logfile;

@@ -85,7 +85,7 @@ impl Default for StopConfig {
 }
 
 /// Everything needed to start one run of a service.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProcessSpec {
     pub name: String,
     pub program: String,
@@ -318,20 +318,26 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
 }
 
 /// Drops privileges in the child between fork and exec: supplementary groups, then group, then
-/// user (the order that leaves no way back), and the umask. std's own `uid`/`gid` run before
+/// user (the order that leaves no way back), the umask, and an empty signal mask. std's own `uid`/`gid` run before
 /// `pre_exec` hooks and cannot set supplementary groups on stable Rust, so all of it is done here.
 #[allow(unsafe_code)]
 fn set_credentials(cmd: &mut Command, identity: Option<Identity>, umask: Option<u32>) {
-    if identity.is_none() && umask.is_none() {
-        return;
-    }
     // Everything the hook needs is built here, before the fork: it must not allocate.
     let ids = identity.map(|id| {
         let groups: Vec<Gid> = id.groups.iter().map(|g| Gid::from_raw(*g)).collect();
         (groups, Gid::from_raw(id.gid), Uid::from_raw(id.uid))
     });
     let mask = umask.map(nix::sys::stat::Mode::from_bits_truncate);
+    // A service starts with no signal blocked, whatever the agent blocks for its own handling
+    // (std's fork path does not reset the mask when a pre_exec hook is set).
+    let unblocked = nix::sys::signal::SigSet::empty();
     let hook = move || -> io::Result<()> {
+        nix::sys::signal::sigprocmask(
+            nix::sys::signal::SigmaskHow::SIG_SETMASK,
+            Some(&unblocked),
+            None,
+        )
+        .map_err(io::Error::from)?;
         if let Some(mask) = mask {
             nix::sys::stat::umask(mask);
         }
@@ -343,9 +349,20 @@ fn set_credentials(cmd: &mut Command, identity: Option<Identity>, umask: Option<
         Ok(())
     };
     // SAFETY: the hook runs in the forked child before exec; it only makes async-signal-safe
-    // system calls (umask, setgroups, setgid, setuid) on data prepared before the fork, and
+    // system calls (sigprocmask, umask, setgroups, setgid, setuid) on data prepared before the fork, and
     // neither allocates nor takes locks.
     unsafe {
         cmd.pre_exec(hook);
     }
+}
+
+/// A signal by name: `SIGTERM`, `TERM` or `term`.
+pub fn parse_signal(name: &str) -> Option<Signal> {
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    full.parse().ok()
 }

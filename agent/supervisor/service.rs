@@ -18,7 +18,7 @@ use super::probe::Probe;
 use super::process::{Exit, Process, ProcessSpec};
 
 /// One supervised service.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServiceSpec {
     /// `process.name` is the service's name.
     pub process: ProcessSpec,
@@ -102,7 +102,9 @@ pub struct ServiceStatus {
 /// Something that happened to a service; also logged through `tracing`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventKind {
-    Spawned { pid: u32 },
+    Spawned {
+        pid: u32,
+    },
     Ready,
     Exited(Exit),
     NotReady(String),
@@ -110,6 +112,8 @@ pub enum EventKind {
     GaveUp(String),
     SpawnFailed(String),
     Stopped(Option<Exit>),
+    /// Stopped to start again (a config file it depends on changed, or its spec did).
+    Restarting(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -130,6 +134,17 @@ pub enum ConfigError {
     Cycle(Vec<String>),
 }
 
+/// What the supervisor's loop is asked to do.
+enum Command {
+    Stop,
+    /// Stop the service and start it again (with a new spec if given, same name and `after:`).
+    Restart {
+        name: String,
+        spec: Option<Box<ServiceSpec>>,
+        why: String,
+    },
+}
+
 #[derive(Debug, Default)]
 struct Shared {
     status: Vec<ServiceStatus>,
@@ -139,7 +154,7 @@ struct Shared {
 /// The running supervisor. Dropping it stops every service.
 #[derive(Debug)]
 pub struct Supervisor {
-    stop_tx: mpsc::Sender<()>,
+    commands: mpsc::Sender<Command>,
     shared: Arc<Mutex<Shared>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -156,7 +171,7 @@ impl Supervisor {
             .map(|i| Slot::new(specs[i].clone()))
             .collect();
         let shared = Arc::new(Mutex::new(Shared::default()));
-        let (stop_tx, stop_rx) = mpsc::channel();
+        let (commands, rx) = mpsc::channel();
         let mut looper = Loop {
             slots,
             shared: shared.clone(),
@@ -165,10 +180,10 @@ impl Supervisor {
         looper.publish();
         let thread = thread::Builder::new()
             .name("supervisor".into())
-            .spawn(move || looper.run(stop_rx))
+            .spawn(move || looper.run(rx))
             .expect("spawn the supervisor thread");
         Ok(Supervisor {
-            stop_tx,
+            commands,
             shared,
             thread: Some(thread),
         })
@@ -182,10 +197,23 @@ impl Supervisor {
         self.lock().events.clone()
     }
 
+    /// Stops service `name` (signal, grace, SIGKILL to its group) and starts it again once what
+    /// it is after is ready; only it: its dependents keep running. With `spec`, the new run uses
+    /// it (it must have the same name and `after:`: a different dependency set needs a new
+    /// supervisor).
+    /// `why` goes into the event. Unknown names are ignored.
+    pub fn restart(&self, name: &str, spec: Option<ServiceSpec>, why: &str) {
+        let _ = self.commands.send(Command::Restart {
+            name: name.to_string(),
+            spec: spec.map(Box::new),
+            why: why.to_string(),
+        });
+    }
+
     /// Stops every service in reverse dependency order and waits for that to finish. Status and
     /// events stay readable afterwards.
     pub fn stop(&mut self) {
-        let _ = self.stop_tx.send(());
+        let _ = self.commands.send(Command::Stop);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -310,13 +338,14 @@ struct Loop {
 }
 
 impl Loop {
-    fn run(&mut self, stop_rx: mpsc::Receiver<()>) {
+    fn run(&mut self, rx: mpsc::Receiver<Command>) {
         loop {
             self.tick(Instant::now());
             self.publish();
-            match stop_rx.recv_timeout(TICK) {
+            match rx.recv_timeout(TICK) {
                 Err(RecvTimeoutError::Timeout) => {}
-                Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+                Ok(Command::Restart { name, spec, why }) => self.restart(&name, spec, why),
+                Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => break,
             }
         }
         for i in (0..self.slots.len()).rev() {
@@ -332,6 +361,25 @@ impl Loop {
             self.event(i, EventKind::Stopped(exit));
             self.publish();
         }
+    }
+
+    fn restart(&mut self, name: &str, spec: Option<Box<ServiceSpec>>, why: String) {
+        let Some(i) = self.slots.iter().position(|s| s.name() == name) else {
+            return;
+        };
+        self.event(i, EventKind::Restarting(why));
+        let slot = &mut self.slots[i];
+        if let Some(mut run) = slot.run.take() {
+            slot.last_exit = Some(run.process.stop(&slot.spec.process.stop));
+        }
+        if let Some(spec) = spec {
+            slot.backoff = Backoff::new(spec.backoff.clone(), slot.spawns.into());
+            slot.spec = *spec;
+        }
+        slot.backoff.reset();
+        let on = slot.spec.after.first().cloned().unwrap_or_default();
+        slot.set(State::Waiting { on });
+        self.publish();
     }
 
     fn publish(&mut self) {

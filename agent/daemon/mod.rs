@@ -1,0 +1,383 @@
+//! `provision agent`: reconcile the node, then keep its services running and the node in shape.
+//!
+//! One loop on the main thread: it waits for a signal (forwarded by a thread that owns them all)
+//! or for the next periodic reconcile, and acts. Guarantees: one agent per root (a `flock` on
+//! `/var/lib/provision/agent.lock`); processes left by an earlier agent that died without stopping
+//! them are killed before any service starts, so a restart never duplicates a service; a service
+//! whose `after:` resource failed is not started; SIGTERM/SIGINT stop every service in reverse
+//! dependency order and exit 0; an invalid manifest on SIGHUP changes nothing.
+
+mod orphans;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{SigSet, Signal};
+
+use crate::engine::{self, Options, Report, Status, Step};
+use crate::facts::{self, Facts};
+use crate::host::{Host, STATE_DIR};
+use crate::manifest::{self, model::ResourceSpec};
+use crate::resources::service::supervised;
+use crate::supervisor::{ServiceSpec, Supervisor};
+
+/// Why the agent did not start (nothing was touched).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Manifest(#[from] manifest::Diagnostics),
+    #[error("{0}")]
+    Select(#[from] manifest::SelectError),
+    #[error("{0}")]
+    Host(#[from] crate::host::Error),
+    #[error("{0}")]
+    Cycle(#[from] engine::CycleError),
+    #[error(
+        "another provision agent (pid {holder}) already runs for this root (lock {})\n  hint: stop it first (kill -TERM {holder}), or send it SIGHUP to reload its manifest",
+        .path.display()
+    )]
+    Locked { path: PathBuf, holder: String },
+    #[error("cannot set up signal handling: {0}")]
+    Signals(nix::Error),
+}
+
+/// What `provision agent` was asked to do.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub manifest: PathBuf,
+    pub node: Option<String>,
+    pub root: PathBuf,
+    pub interval: Duration,
+}
+
+/// One loaded manifest: the node's steps and its services as written.
+struct Loaded {
+    node: String,
+    steps: Vec<Step>,
+    services: Vec<manifest::model::ServiceSpec>,
+}
+
+fn load(config: &Config, facts: &Facts) -> Result<Loaded, Error> {
+    let m = manifest::parse(&config.manifest)?;
+    let sel = m.select(config.node.as_deref(), &facts::hostname())?;
+    let steps = crate::resources::build(&m, &sel, facts);
+    engine::check_order(&steps)?;
+    let services = sel
+        .resources
+        .iter()
+        .filter_map(|&i| match &m.resources[i].value {
+            ResourceSpec::Service(s) => Some((**s).clone()),
+            _ => None,
+        })
+        .collect();
+    Ok(Loaded {
+        node: sel.node.name.clone(),
+        steps,
+        services,
+    })
+}
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub fn run(config: &Config) -> Result<(), Error> {
+    // Blocked here, before any thread exists, so every thread inherits the mask and only the
+    // forwarding thread receives them (children get a clean mask from std's spawn).
+    let mut signals = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        signals.add(s);
+    }
+    signals.thread_block().map_err(Error::Signals)?;
+    let facts = Facts::gather();
+    let loaded = load(config, &facts)?;
+    let host = Host::new(&config.root)?;
+    let _lock = lock(&host)?;
+    orphans::kill_left_over(&host);
+
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            while let Ok(sig) = signals.wait() {
+                if tx.send(sig).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| Error::Signals(nix::Error::from_raw(e.raw_os_error().unwrap_or(0))))?;
+
+    let mut agent = Agent {
+        config: config.clone(),
+        host,
+        loaded,
+        running: Vec::new(),
+        supervisor: None,
+        recorded: Vec::new(),
+    };
+    let report = agent.reconcile();
+    agent.start_services(&report);
+    let mut next = Instant::now() + config.interval;
+    loop {
+        agent.record();
+        let wait = next
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(200));
+        match rx.recv_timeout(wait) {
+            Ok(Signal::SIGHUP) => agent.reload(&facts),
+            Ok(sig) => {
+                tracing::info!(signal = %sig, "stopping every service in reverse dependency order");
+                agent.stop();
+                tracing::info!("agent stopped");
+                return Ok(());
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() >= next => {
+                tracing::info!("periodic reconcile");
+                let report = agent.reconcile();
+                agent.restart_dependents(&report, &[]);
+                next = Instant::now() + config.interval;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Takes the agent lock, non-blocking, and writes this agent's pid into it.
+fn lock(host: &Host) -> Result<nix::fcntl::Flock<File>, Error> {
+    let path = host.resolve(&format!("{STATE_DIR}/agent.lock"))?;
+    let io = |what: &'static str| crate::host::Error::io(what, &path);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io("create the state directory of"))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io("open the agent lock"))?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(mut lock) => {
+            let _ = lock.set_len(0);
+            let _ = lock.rewind();
+            let _ = writeln!(lock, "{}", std::process::id());
+            Ok(lock)
+        }
+        Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.trim() {
+                "" => "unknown".to_owned(),
+                pid => pid.to_owned(),
+            };
+            Err(Error::Locked { path, holder })
+        }
+        Err((_, e)) => Err(io("lock")(std::io::Error::from(e)).into()),
+    }
+}
+
+struct Agent {
+    config: Config,
+    host: Host,
+    loaded: Loaded,
+    /// The services handed to the supervisor, with their `after:` as written.
+    running: Vec<(ServiceSpec, Vec<String>)>,
+    supervisor: Option<Supervisor>,
+    /// The process groups last written to the state file.
+    recorded: Vec<(String, u32)>,
+}
+
+impl Agent {
+    /// Runs the engine over every resource (services are only checked by it), under the apply
+    /// lock so an `apply` at the same time waits.
+    fn reconcile(&self) -> Report {
+        let started = Instant::now();
+        let report = {
+            let _apply_lock = self.host.lock();
+            engine::run(
+                &self.loaded.steps,
+                &self.host,
+                &self.loaded.node,
+                Options::default(),
+            )
+        };
+        let report = report.unwrap_or_else(|e| {
+            // Checked when loaded; a cycle here would be a bug in the check.
+            tracing::error!(error = %e, "cannot order the resources");
+            Report {
+                format_version: 1,
+                node: self.loaded.node.clone(),
+                root: self.host.root().dir().display().to_string(),
+                check: false,
+                resources: Vec::new(),
+                summary: Default::default(),
+            }
+        });
+        for r in &report.resources {
+            match r.status {
+                Status::Failed => {
+                    tracing::error!(id = %r.id, error = r.error.as_deref().unwrap_or(""), "resource failed")
+                }
+                Status::Skipped => {
+                    tracing::warn!(id = %r.id, because = r.skipped_because.as_deref().unwrap_or(""), "resource skipped")
+                }
+                Status::Changed => {
+                    tracing::info!(id = %r.id, changes = r.changes.len(), "resource changed")
+                }
+                Status::Unchanged => {}
+            }
+        }
+        let s = &report.summary;
+        tracing::info!(
+            changed = s.changed,
+            unchanged = s.unchanged,
+            failed = s.failed,
+            skipped = s.skipped,
+            ms = started.elapsed().as_millis() as u64,
+            "reconciled"
+        );
+        report
+    }
+
+    /// The services of the loaded manifest that may start after `report`: those the engine
+    /// neither failed nor skipped (which covers a failed `after:`), with their supervised specs.
+    fn startable(&self, report: &Report) -> Vec<(ServiceSpec, Vec<String>)> {
+        let status: BTreeMap<&str, (Status, String)> = report
+            .resources
+            .iter()
+            .map(|r| {
+                let why = r
+                    .error
+                    .clone()
+                    .or_else(|| r.skipped_because.clone())
+                    .unwrap_or_default();
+                (r.id.as_str(), (r.status, why))
+            })
+            .collect();
+        let mut out = Vec::new();
+        for svc in &self.loaded.services {
+            let id = format!("service:{}", svc.name);
+            if let Some((Status::Failed | Status::Skipped, why)) = status.get(id.as_str()) {
+                tracing::error!(service = %svc.name, reason = %why, "service not started");
+                continue;
+            }
+            match supervised(svc, &self.host) {
+                Ok(spec) => out.push((spec, svc.after.clone())),
+                Err(why) => {
+                    tracing::error!(service = %svc.name, reason = %why, "service not started")
+                }
+            }
+        }
+        out
+    }
+
+    fn start_services(&mut self, report: &Report) {
+        let set = self.startable(report);
+        let specs: Vec<ServiceSpec> = set.iter().map(|(s, _)| s.clone()).collect();
+        tracing::info!(
+            services = specs.len(),
+            "starting services in dependency order"
+        );
+        match Supervisor::start(specs) {
+            Ok(s) => {
+                self.supervisor = Some(s);
+                self.running = set;
+            }
+            Err(e) => tracing::error!(error = %e, "cannot supervise the services"),
+        }
+    }
+
+    /// Restarts every running service that is `after:` a resource that changed in `report`,
+    /// except those in `done`.
+    fn restart_dependents(&self, report: &Report, done: &[String]) {
+        let Some(sup) = &self.supervisor else { return };
+        for r in report
+            .resources
+            .iter()
+            .filter(|r| r.status == Status::Changed)
+        {
+            for (spec, after) in &self.running {
+                let name = &spec.process.name;
+                if after.contains(&r.id) && !done.contains(name) {
+                    tracing::info!(service = %name, changed = %r.id, "restarting: a resource it is after changed");
+                    sup.restart(name, None, &format!("{} changed", r.id));
+                }
+            }
+        }
+    }
+
+    /// SIGHUP: re-read the manifest; keep the old one if it is invalid.
+    fn reload(&mut self, facts: &Facts) {
+        tracing::info!(manifest = %self.config.manifest.display(), "SIGHUP: reloading the manifest");
+        let loaded = match load(&self.config, facts) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("the new manifest is not valid; keeping the running one:\n{e}");
+                return;
+            }
+        };
+        self.loaded = loaded;
+        let report = self.reconcile();
+        let new = self.startable(&report);
+        let shape = |set: &[(ServiceSpec, Vec<String>)]| -> Vec<(String, Vec<String>)> {
+            let mut v: Vec<_> = set
+                .iter()
+                .map(|(s, _)| (s.process.name.clone(), s.after.clone()))
+                .collect();
+            v.sort();
+            v
+        };
+        if self.supervisor.is_none() || shape(&new) != shape(&self.running) {
+            tracing::info!("the set of services or their order changed: restarting all services");
+            self.stop();
+            self.start_services(&report);
+            return;
+        }
+        let mut done = Vec::new();
+        if let Some(sup) = &self.supervisor {
+            for (spec, _) in &new {
+                let old = self
+                    .running
+                    .iter()
+                    .find(|(o, _)| o.process.name == spec.process.name);
+                if old.is_some_and(|(o, _)| o != spec) {
+                    tracing::info!(service = %spec.process.name, "restarting: its spec changed");
+                    sup.restart(&spec.process.name, Some(spec.clone()), "its spec changed");
+                    done.push(spec.process.name.clone());
+                }
+            }
+        }
+        self.running = new;
+        self.restart_dependents(&report, &done);
+    }
+
+    /// Writes the services' process groups to the state file when they change, so a later agent
+    /// can end them if this one dies without stopping them.
+    fn record(&mut self) {
+        let Some(sup) = &self.supervisor else { return };
+        let now: Vec<(String, u32)> = sup
+            .status()
+            .into_iter()
+            .filter_map(|s| s.pid.map(|p| (s.name, p)))
+            .collect();
+        if now != self.recorded {
+            orphans::record(&self.host, &now);
+            self.recorded = now;
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut sup) = self.supervisor.take() {
+            sup.stop();
+        }
+        self.running.clear();
+        self.recorded.clear();
+        orphans::record(&self.host, &[]);
+    }
+}
+
+/// The state file listing the process groups of the running services.
+fn state_file(host: &Host) -> Option<PathBuf> {
+    host.resolve(&format!("{STATE_DIR}/services.json")).ok()
+}

@@ -1,0 +1,395 @@
+//! `provision agent` with the real binary and real processes: services started in order gated on
+//! readiness, stopped in reverse order on SIGTERM, no duplicate after a SIGKILLed agent restarts,
+//! one agent per root, a changed config file restarting only its service, a broken manifest on
+//! SIGHUP changing nothing. Every wait has a hard limit; Drop kills the agent and every process
+//! that carries its root's marker.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Sandbox;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// A tiny HTTP server: logs `start NAME PID`, waits DELAY, listens, logs `listen NAME PID`; on
+/// SIGTERM logs `stop NAME PID` and exits.
+const SERVER: &str = r#"import http.server, os, signal, sys, time
+port, name, log, delay = int(sys.argv[1]), sys.argv[2], sys.argv[3], float(sys.argv[4])
+def say(what):
+    with open(log, "a") as f:
+        f.write(f"{what} {name} {os.getpid()}\n")
+def term(*_):
+    say("stop")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, term)
+say("start")
+time.sleep(delay)
+srv = http.server.HTTPServer(("127.0.0.1", port), http.server.SimpleHTTPRequestHandler)
+say("listen")
+srv.serve_forever()
+"#;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Setup {
+    sb: Sandbox,
+    ports: (u16, u16),
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let sb = Sandbox::debian();
+        // The service user must reach the script and the event log inside the sandbox.
+        std::fs::set_permissions(sb.tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(sb.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        sb.write("/opt/server.py", SERVER);
+        Setup {
+            sb,
+            ports: (free_port(), free_port()),
+        }
+    }
+
+    fn events_path(&self) -> String {
+        self.sb.path("/srv/run/events").display().to_string()
+    }
+
+    /// Service `a` (1 s before it listens) and `b` after it; `a` is after a config file.
+    fn manifest(&self, config: &str, b_extra: &str) -> std::path::PathBuf {
+        let script = self.sb.path("/opt/server.py").display().to_string();
+        let events = self.events_path();
+        let (pa, pb) = self.ports;
+        self.sb.manifest(
+            "m.yaml",
+            &format!(
+                r#"nodes:
+  - name: n1
+    address: 10.0.0.1
+resources:
+  - user: {{name: svc, system: true, create_home: false}}
+  - directory: {{path: /srv/run, owner: svc, mode: "0755"}}
+  - file: {{path: /etc/a.conf, content: "{config}\n"}}
+  - service:
+      name: a
+      command: [python3, {script}, "{pa}", a, {events}, "1"]
+      user: svc
+      after: [file:/etc/a.conf, directory:/srv/run]
+      readiness: {{tcp: "127.0.0.1:{pa}", interval: 50ms}}
+      stop: {{grace: 5s}}
+  - service:
+      name: b
+      command: [python3, {script}, "{pb}", b, {events}, "0"]
+      user: svc
+      after: [service:a]
+      readiness: {{http: {{url: "http://127.0.0.1:{pb}/"}}, interval: 50ms}}
+      stop: {{grace: 5s}}{b_extra}
+"#
+            ),
+        )
+    }
+
+    fn events(&self) -> Vec<String> {
+        std::fs::read_to_string(self.events_path())
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[track_caller]
+    fn wait_for(&self, what: &str, mut f: impl FnMut(&[String]) -> bool) {
+        let deadline = Instant::now() + LIMIT;
+        while !f(&self.events()) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; events: {:?}",
+                self.events()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn agent(&self, manifest: &std::path::Path) -> Agent {
+        let log = self
+            .sb
+            .tmp
+            .path()
+            .join(format!("agent-{}.log", free_port()));
+        let child = Command::new(env!("CARGO_BIN_EXE_provision"))
+            .args([
+                "agent",
+                manifest.to_str().unwrap(),
+                "--node",
+                "n1",
+                "--root",
+            ])
+            .arg(self.sb.root())
+            .args(["--reconcile-interval", "1h"])
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Agent {
+            child,
+            log,
+            marker: format!("PROVISION_AGENT_ROOT={}", self.sb.root().display()),
+        }
+    }
+
+    /// The pids of live processes whose events say `listen NAME`, last first.
+    fn pid_of(&self, name: &str) -> Vec<i32> {
+        self.events()
+            .iter()
+            .rev()
+            .filter_map(|l| {
+                let mut it = l.split(' ');
+                (it.next() == Some("listen") && it.next() == Some(name))
+                    .then(|| it.next()?.parse().ok())
+                    .flatten()
+            })
+            .collect()
+    }
+}
+
+struct Agent {
+    child: Child,
+    log: std::path::PathBuf,
+    marker: String,
+}
+
+impl Agent {
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig}");
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    #[track_caller]
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent did not exit; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Live processes carrying this root's marker.
+    fn marked(&self) -> Vec<i32> {
+        marked(&self.marker)
+    }
+}
+
+fn marked(marker: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| {
+            let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let state = stat[stat.rfind(')')? + 2..].chars().next()?;
+            (state != 'Z' && env.split(|&b| b == 0).any(|kv| kv == marker.as_bytes()))
+                .then_some(pid)
+        })
+        .collect()
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for pid in self.marked() {
+            let _ = Command::new("kill")
+                .args(["-9", &format!("-{pid}")])
+                .status();
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| !s[s.rfind(')').unwrap() + 2..].starts_with('Z'))
+}
+
+fn kinds(events: &[String]) -> Vec<String> {
+    events
+        .iter()
+        .map(|l| l.split(' ').take(2).collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+#[test]
+fn services_start_in_order_gated_on_readiness_and_stop_in_reverse() {
+    if !common::have_root("services_start_in_order") {
+        return;
+    }
+    let s = Setup::new();
+    let m = s.manifest("v1", "");
+    let mut agent = s.agent(&m);
+    s.wait_for("b listening", |e| {
+        e.iter().any(|l| l.starts_with("listen b"))
+    });
+    // a sleeps 1 s before it listens: b must not have been spawned before a was ready.
+    assert_eq!(
+        kinds(&s.events()),
+        ["start a", "listen a", "start b", "listen b"],
+        "log:\n{}",
+        agent.log()
+    );
+    let pids = [s.pid_of("a")[0], s.pid_of("b")[0]];
+    agent.signal("TERM");
+    let status = agent.wait_exit();
+    assert_eq!(status.code(), Some(0), "log:\n{}", agent.log());
+    let stops: Vec<String> = kinds(&s.events())
+        .into_iter()
+        .filter(|k| k.starts_with("stop"))
+        .collect();
+    assert_eq!(stops, ["stop b", "stop a"], "log:\n{}", agent.log());
+    assert!(pids.iter().all(|&p| !alive(p)), "{pids:?} still alive");
+    assert_eq!(agent.marked(), Vec::<i32>::new());
+}
+
+#[test]
+fn a_sigkilled_agent_restarted_leaves_no_duplicate() {
+    if !common::have_root("a_sigkilled_agent_restarted") {
+        return;
+    }
+    let s = Setup::new();
+    let m = s.manifest("v1", "");
+    let mut first = s.agent(&m);
+    s.wait_for("b listening", |e| {
+        e.iter().any(|l| l.starts_with("listen b"))
+    });
+    let old = [s.pid_of("a")[0], s.pid_of("b")[0]];
+    first.signal("KILL");
+    first.wait_exit();
+    assert!(old.iter().all(|&p| alive(p)), "the orphans are still there");
+    let mut second = s.agent(&m);
+    s.wait_for("b listening again", |e| {
+        e.iter().filter(|l| l.starts_with("listen b")).count() == 2
+    });
+    assert!(
+        old.iter().all(|&p| !alive(p)),
+        "old services {old:?} survived"
+    );
+    let new = [s.pid_of("a")[0], s.pid_of("b")[0]];
+    assert!(new.iter().all(|&p| alive(p)));
+    // Exactly one python per service: the two new group leaders (and nothing else) are marked.
+    let mut marked = second.marked();
+    marked.sort();
+    let mut want = new.to_vec();
+    want.sort();
+    assert_eq!(marked, want, "log:\n{}", second.log());
+    assert!(
+        second.log().contains("left by an earlier agent"),
+        "{}",
+        second.log()
+    );
+    second.signal("TERM");
+    assert_eq!(second.wait_exit().code(), Some(0));
+}
+
+#[test]
+fn a_second_agent_on_the_same_root_refuses() {
+    if !common::have_root("a_second_agent_on_the_same_root_refuses") {
+        return;
+    }
+    let s = Setup::new();
+    let m = s.manifest("v1", "");
+    let mut first = s.agent(&m);
+    s.wait_for("b listening", |e| {
+        e.iter().any(|l| l.starts_with("listen b"))
+    });
+    let root = s.sb.root().display().to_string();
+    let run = common::run(&[
+        "agent",
+        m.to_str().unwrap(),
+        "--node",
+        "n1",
+        "--root",
+        &root,
+    ]);
+    run.expect(1);
+    assert!(
+        run.stderr.contains("another provision agent"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(&first.child.id().to_string()),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        kinds(&s.events()).len(),
+        4,
+        "the second agent started something"
+    );
+    first.signal("TERM");
+    assert_eq!(first.wait_exit().code(), Some(0));
+}
+
+#[test]
+fn a_changed_config_file_restarts_only_its_service_and_a_broken_manifest_changes_nothing() {
+    if !common::have_root("a_changed_config_file_restarts_only_its_service") {
+        return;
+    }
+    let s = Setup::new();
+    let m = s.manifest("v1", "");
+    let mut agent = s.agent(&m);
+    s.wait_for("b listening", |e| {
+        e.iter().any(|l| l.starts_with("listen b"))
+    });
+    let (a1, b1) = (s.pid_of("a")[0], s.pid_of("b")[0]);
+
+    // A broken manifest: logged with its location, nothing restarted, the config file kept.
+    std::fs::write(&m, "nodes:\n  - name: n1\n    address: nope\n").unwrap();
+    agent.signal("HUP");
+    let deadline = Instant::now() + LIMIT;
+    while !agent.log().contains("keeping the running one") {
+        assert!(Instant::now() < deadline, "log:\n{}", agent.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(agent.log().contains("m.yaml:3:14"), "{}", agent.log());
+    assert!(alive(a1) && alive(b1));
+    assert_eq!(s.sb.read("/etc/a.conf"), "v1\n");
+
+    // The config file a is after changes: a restarts, b keeps its pid.
+    s.manifest("v2", "");
+    agent.signal("HUP");
+    s.wait_for("a listening again", |e| {
+        e.iter().filter(|l| l.starts_with("listen a")).count() == 2
+    });
+    assert_eq!(s.sb.read("/etc/a.conf"), "v2\n");
+    assert!(!alive(a1));
+    assert!(alive(b1), "b restarted too; log:\n{}", agent.log());
+    assert_eq!(s.pid_of("b"), [b1]);
+    agent.signal("TERM");
+    assert_eq!(agent.wait_exit().code(), Some(0));
+    assert_eq!(agent.marked(), Vec::<i32>::new());
+}
