@@ -261,6 +261,12 @@ resources:
       after: [gpu:nvidia]
   - directory:
       path: /data
+  - user: {{name: pyme, system: true, create_home: false}}
+  - service:
+      name: pyme-gpu-fit
+      command: [PYMERuleNodeServer, -a, local]
+      user: pyme
+      after: [gpu:nvidia, file:/etc/PYME/gpu.conf]
 "
     )
 }
@@ -293,9 +299,17 @@ fn apply_fails_the_gpu_check_cleanly_and_skips_what_needs_it() {
         "{}",
         r.stdout
     );
+    // The service that needs the GPUs is skipped too (apply never starts services; the agent
+    // would not start this one either, since a resource it is after failed).
     assert!(
         r.stdout
-            .contains("1 changed, 0 unchanged, 1 failed, 1 skipped"),
+            .contains("skipped service:pyme-gpu-fit: not attempted because gpu:nvidia failed"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("2 changed, 0 unchanged, 1 failed, 2 skipped"),
         "{}",
         r.stdout
     );
@@ -328,6 +342,7 @@ fn apply_fails_the_gpu_check_cleanly_and_skips_what_needs_it() {
         by_id("file:/etc/PYME/gpu.conf")["skipped_because"],
         "gpu:nvidia failed"
     );
+    assert_eq!(by_id("service:pyme-gpu-fit")["status"], "skipped");
 }
 
 #[test]
