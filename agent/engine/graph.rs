@@ -45,7 +45,11 @@ pub fn order(vertices: &[Vertex<'_>]) -> Result<Order, Vec<String>> {
                         .get(format!("group:{name}").as_str())
                         .or_else(|| by_id.get(format!("user:{name}").as_str())),
                 ),
-                Need::Env(path) => deps[i].extend(by_id.get(format!("venv:{path}").as_str())),
+                Need::Env(path) => deps[i].extend(
+                    by_id
+                        .get(format!("venv:{path}").as_str())
+                        .or_else(|| by_id.get(format!("conda_env:{path}").as_str())),
+                ),
                 Need::Directory(dir) => {
                     for (j, other) in vertices.iter().enumerate() {
                         if let Some(p) = other.id.strip_prefix("directory:")

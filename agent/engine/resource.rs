@@ -11,7 +11,7 @@ pub enum Need {
     Group(String),
     /// A directory that must exist: every managed directory at or above it comes first.
     Directory(String),
-    /// A Python environment (a `venv:` resource) at this path must be made first.
+    /// A Python environment (a `venv:` or `conda_env:` resource) at this path must be made first.
     Env(String),
 }
 

@@ -91,6 +91,9 @@ pub enum ResourceSpec {
     Service(Box<ServiceSpec>),
     /// A Python virtual environment (`python -m venv`) with pip packages, for nodes without conda.
     Venv(VenvSpec),
+    /// A conda environment solved and installed natively (rattler): the specs are the whole
+    /// environment, from the channels named, with no conda binary needed.
+    CondaEnv(CondaEnvSpec),
     /// A Jupyter kernel: `share/jupyter/kernels/<name>/kernel.json` in a JupyterLab env or prefix,
     /// starting an environment's python with ipykernel.
     JupyterKernel(JupyterKernelSpec),
@@ -573,6 +576,57 @@ pub struct PipGroup {
     pub no_index: bool,
 }
 
+/// A conda environment: its specs are the whole environment (packages no spec needs are removed).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CondaEnvSpec {
+    /// Where the environment lives on the node (absolute). Give this or `name`.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// A named environment: `<root>/envs/<name>`. Give this or `prefix`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The conda installation root named environments live under; default `/opt/conda`.
+    #[serde(default = "default_conda_root")]
+    pub root: String,
+    /// Channels, highest priority first: names (`conda-forge`), URLs, `file://` URLs, or local
+    /// channel folders (absolute, or relative to this manifest file's folder). Channels are read
+    /// on the machine running provision; they are not under `--root`.
+    pub channels: Vec<String>,
+    /// MatchSpecs, e.g. `numpy >=1.26`, `python 3.11.*`, `conda-forge::dask`.
+    pub specs: Vec<String>,
+    /// The package cache downloads go to, so a re-run after a failure resumes; default
+    /// `/var/lib/provision/conda-pkgs`.
+    #[serde(default = "default_conda_pkgs")]
+    pub pkgs_dir: String,
+    /// The user the environment belongs to: the whole tree is given to this user after every change.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// The group of the tree; default: the owner's primary group.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Apply only on nodes with one of these roles. With `nodes` also empty: every node.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Apply only on these nodes (by name).
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// Resource ids (`kind:key`, e.g. `user:pyme`) this resource must come after.
+    #[serde(default)]
+    pub after: Vec<String>,
+}
+
+impl CondaEnvSpec {
+    /// The environment's path on the node: `prefix`, or `<root>/envs/<name>`.
+    pub fn prefix_path(&self) -> String {
+        match (&self.prefix, &self.name) {
+            (Some(prefix), _) => prefix.clone(),
+            (None, Some(name)) => format!("{}/envs/{name}", self.root.trim_end_matches('/')),
+            (None, None) => String::new(),
+        }
+    }
+}
+
 /// A Jupyter kernel for an environment, written as `python -m ipykernel install` would.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -812,13 +866,14 @@ impl ResourceSpec {
             ResourceSpec::Gpu(_) => "gpu",
             ResourceSpec::Service(_) => "service",
             ResourceSpec::Venv(_) => "venv",
+            ResourceSpec::CondaEnv(_) => "conda_env",
             ResourceSpec::JupyterKernel(_) => "jupyter_kernel",
         }
     }
 
     /// What names this resource among its kind: a path or an account name.
-    pub fn key(&self) -> &str {
-        match self {
+    pub fn key(&self) -> std::borrow::Cow<'_, str> {
+        let key: &str = match self {
             ResourceSpec::Directory(d) => &d.path,
             ResourceSpec::File(f) => &f.path,
             ResourceSpec::Hosts(h) => &h.path,
@@ -828,8 +883,10 @@ impl ResourceSpec {
             ResourceSpec::Mount(m) => &m.target,
             ResourceSpec::Gpu(g) => &g.name,
             ResourceSpec::Venv(v) => &v.path,
+            ResourceSpec::CondaEnv(c) => return c.prefix_path().into(),
             ResourceSpec::JupyterKernel(k) => &k.name,
-        }
+        };
+        key.into()
     }
 
     /// The resource id, `kind:key`, used by `after:` and in reports.
@@ -858,6 +915,7 @@ impl ResourceSpec {
             ResourceSpec::Mount(s) => scope!(s),
             ResourceSpec::Gpu(s) => scope!(s),
             ResourceSpec::Venv(s) => scope!(s),
+            ResourceSpec::CondaEnv(s) => scope!(s),
             ResourceSpec::JupyterKernel(s) => scope!(s),
         }
     }
@@ -873,6 +931,14 @@ fn default_gpu_name() -> String {
 
 fn default_python() -> String {
     "python3".to_owned()
+}
+
+fn default_conda_root() -> String {
+    "/opt/conda".to_owned()
+}
+
+fn default_conda_pkgs() -> String {
+    "/var/lib/provision/conda-pkgs".to_owned()
 }
 
 fn default_kernel_prefix() -> String {

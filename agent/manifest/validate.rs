@@ -357,6 +357,7 @@ impl Validator<'_> {
                 ResourceSpec::Gpu(g) => self.gpu(o, kind, g),
                 ResourceSpec::Service(svc) => self.service(o, svc),
                 ResourceSpec::Venv(v) => self.venv(o, v),
+                ResourceSpec::CondaEnv(c) => self.conda_env(o, c),
                 ResourceSpec::JupyterKernel(k) => self.kernel(o, k),
             }
             self.scope_refs(r.value.scope(), &roles, o, kind);
@@ -564,6 +565,88 @@ impl Validator<'_> {
                 "verify: true logs in to a CIFS share with the mount's credentials; it needs a cifs mount with credentials:".into(),
                 "add credentials: to a //server/share mount, or remove verify:",
             );
+        }
+    }
+
+    fn conda_env(&mut self, o: &Origin, c: &super::model::CondaEnvSpec) {
+        match (&c.prefix, &c.name) {
+            (Some(_), Some(_)) | (None, None) => self.error(
+                o,
+                "conda_env",
+                "a conda_env needs exactly one of prefix: and name:".into(),
+                "write prefix: /opt/envs/analysis, or name: analysis for <root>/envs/analysis",
+            ),
+            (Some(prefix), None) => {
+                if let Some(problem) = path_problem(prefix) {
+                    self.error(
+                        o,
+                        "conda_env.prefix",
+                        format!("prefix `{prefix}` {problem}"),
+                        "write the absolute path of the environment on the node, e.g. /opt/envs/analysis",
+                    );
+                }
+            }
+            (None, Some(name)) => {
+                let ok = !name.is_empty()
+                    && !name.starts_with('.')
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+                if !ok {
+                    self.error(
+                        o,
+                        "conda_env.name",
+                        format!("`{name}` is not an environment name"),
+                        "use letters, digits, `.`, `_` and `-`, e.g. pyme-analysis; or give prefix: instead",
+                    );
+                }
+            }
+        }
+        for (field, value) in [("root", &c.root), ("pkgs_dir", &c.pkgs_dir)] {
+            if let Some(problem) = path_problem(value) {
+                self.error(
+                    o,
+                    &format!("conda_env.{field}"),
+                    format!("{field} `{value}` {problem}"),
+                    "write an absolute path on the node, e.g. /opt/conda",
+                );
+            }
+        }
+        if c.channels.is_empty() {
+            self.error(
+                o,
+                "conda_env.channels",
+                "a conda_env with no channels has nowhere to install from".into(),
+                "list channels such as conda-forge, or a local channel folder",
+            );
+        }
+        for (i, channel) in c.channels.iter().enumerate() {
+            if let Err(e) = crate::resources::conda::channel_problem(channel) {
+                self.error(
+                    o,
+                    &format!("conda_env.channels[{i}]"),
+                    e,
+                    "write a channel name (conda-forge), a URL, or a folder of a local channel",
+                );
+            }
+        }
+        if c.specs.is_empty() {
+            self.error(
+                o,
+                "conda_env.specs",
+                "a conda_env with no specs".into(),
+                "list the packages the environment holds, e.g. python 3.11.*",
+            );
+        }
+        for (i, spec) in c.specs.iter().enumerate() {
+            if let Err(e) = crate::resources::conda::parse_spec(spec) {
+                self.error(
+                    o,
+                    &format!("conda_env.specs[{i}]"),
+                    e,
+                    "write a MatchSpec such as numpy >=1.26, python 3.11.* or conda-forge::dask",
+                );
+            }
         }
     }
 
@@ -1068,6 +1151,8 @@ impl Validator<'_> {
                     | ResourceSpec::JupyterKernel(_)
                     | ResourceSpec::Service(_) => "name",
                     ResourceSpec::Mount(_) => "target",
+                    ResourceSpec::CondaEnv(c) if c.prefix.is_none() => "name",
+                    ResourceSpec::CondaEnv(_) => "prefix",
                     _ => "path",
                 };
                 self.error(
@@ -1127,6 +1212,7 @@ impl Validator<'_> {
                 ResourceSpec::File(f) => (f.owner.as_deref(), f.group.as_deref()),
                 ResourceSpec::Mount(m) => (m.owner.as_deref(), m.group.as_deref()),
                 ResourceSpec::Venv(v) => (v.owner.as_deref(), v.group.as_deref()),
+                ResourceSpec::CondaEnv(c) => (c.owner.as_deref(), c.group.as_deref()),
                 _ => (None, None),
             };
             let mut refs: Vec<(String, &str, &str, &str, &str)> = Vec::new();

@@ -6,6 +6,7 @@
 
 mod accounts;
 pub mod cifs;
+pub mod conda;
 mod directory;
 mod file;
 pub mod fstab;
@@ -23,6 +24,7 @@ use std::path::Path;
 use serde_json::json;
 
 pub use accounts::{Group, User};
+pub use conda::CondaEnv;
 pub use directory::Directory;
 pub use file::{Content, File};
 pub use gpu::GpuCheck;
@@ -201,6 +203,22 @@ fn build_one(
                     })
                 })
                 .collect::<Result<_, String>>()?,
+        }),
+        ResourceSpec::CondaEnv(c) => Box::new(CondaEnv {
+            prefix: c.prefix_path(),
+            channels: c
+                .channels
+                .iter()
+                .map(|text| conda::channel(text, dir))
+                .collect::<Result<_, String>>()?,
+            specs: c
+                .specs
+                .iter()
+                .map(|t| conda::parse_spec(t))
+                .collect::<Result<_, String>>()?,
+            pkgs_dir: c.pkgs_dir.clone(),
+            owner: c.owner.clone(),
+            group: c.group.clone(),
         }),
         ResourceSpec::JupyterKernel(k) => Box::new(build_kernel(m, sel, k)),
         // Validation has checked that both versions parse.

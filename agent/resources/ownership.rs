@@ -1,6 +1,8 @@
 //! Owner, group and mode of files and directories: observed by name through the root's account
 //! files, compared by name, applied by the root's ids.
 
+use std::path::{Path, PathBuf};
+
 use crate::engine::Change;
 use crate::host::accounts::Accounts;
 use crate::host::{Error, Host, Meta, Result, Stat};
@@ -95,4 +97,41 @@ fn missing(kind: &str, name: &str, file: &str, host: &Host) -> Error {
         "{kind} `{name}` does not exist in {}{file}; the `{kind}:` resource that creates it must run first (did it fail?)",
         host.root().dir().display()
     ))
+}
+
+/// Gives every entry of the tree (links themselves, not their targets) to the owner and group.
+pub fn chown_tree(
+    host: &Host,
+    real: &Path,
+    owner: Option<&str>,
+    group: Option<&str>,
+) -> Result<()> {
+    let accounts = host.accounts()?;
+    let missing = |kind: &str, name: &str| {
+        Error::Other(format!(
+            "{kind} `{name}` does not exist in {}; the `{kind}:` resource that creates it must run first (did it fail?)",
+            host.root().dir().display()
+        ))
+    };
+    let uid = match owner {
+        Some(name) => Some(accounts.uid(name).ok_or_else(|| missing("user", name))?),
+        None => None,
+    };
+    let gid = match (group, owner) {
+        (Some(name), _) => Some(accounts.gid(name).ok_or_else(|| missing("group", name))?),
+        (None, Some(owner)) => accounts.user(owner).map(|u| u.gid),
+        (None, None) => None,
+    };
+    let mut stack: Vec<PathBuf> = vec![real.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        std::os::unix::fs::lchown(&path, uid, gid)
+            .map_err(|e| crate::host::chown_error(&path, e))?;
+        let meta = std::fs::symlink_metadata(&path).map_err(Error::io("inspect", &path))?;
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path).map_err(Error::io("list", &path))? {
+                stack.push(entry.map_err(Error::io("list", &path))?.path());
+            }
+        }
+    }
+    Ok(())
 }

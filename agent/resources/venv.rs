@@ -8,10 +8,10 @@
 //! Under `--root` the environment is made at its real path under the root, so its scripts name
 //! that path; it is meant to be used there (tests, images), not moved.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use super::ownership::Ownership;
+use super::ownership::{Ownership, chown_tree};
 use super::pip::{self, Group, Installed};
 use crate::engine::{Change, Need, Resource};
 use crate::host::{Error, Host, Kind, Result};
@@ -221,7 +221,7 @@ impl Resource for Venv {
             installed = pip::installed(&real)?;
         }
         if self.owner.is_some() || self.group.is_some() {
-            self.chown_tree(host, &real)?;
+            chown_tree(host, &real, self.owner.as_deref(), self.group.as_deref())?;
         }
         Ok(())
     }
@@ -253,38 +253,6 @@ impl Venv {
                 self.path,
                 pip::tail(&output, 20)
             )));
-        }
-        Ok(())
-    }
-
-    /// Gives every entry of the tree (links themselves, not their targets) to the owner and group.
-    fn chown_tree(&self, host: &Host, real: &Path) -> Result<()> {
-        let accounts = host.accounts()?;
-        let missing = |kind: &str, name: &str| {
-            Error::Other(format!(
-                "{kind} `{name}` does not exist in {}; the `{kind}:` resource that creates it must run first (did it fail?)",
-                host.root().dir().display()
-            ))
-        };
-        let uid = match &self.owner {
-            Some(name) => Some(accounts.uid(name).ok_or_else(|| missing("user", name))?),
-            None => None,
-        };
-        let gid = match (&self.group, &self.owner) {
-            (Some(name), _) => Some(accounts.gid(name).ok_or_else(|| missing("group", name))?),
-            (None, Some(owner)) => accounts.user(owner).map(|u| u.gid),
-            (None, None) => None,
-        };
-        let mut stack: Vec<PathBuf> = vec![real.to_path_buf()];
-        while let Some(path) = stack.pop() {
-            std::os::unix::fs::lchown(&path, uid, gid)
-                .map_err(|e| crate::host::chown_error(&path, e))?;
-            let meta = std::fs::symlink_metadata(&path).map_err(Error::io("inspect", &path))?;
-            if meta.is_dir() {
-                for entry in std::fs::read_dir(&path).map_err(Error::io("list", &path))? {
-                    stack.push(entry.map_err(Error::io("list", &path))?.path());
-                }
-            }
         }
         Ok(())
     }

@@ -1,0 +1,474 @@
+//! `conda_env`: a conda environment solved and installed natively with the rattler crates (the
+//! library behind pixi), from the channels the manifest names, with no conda binary.
+//!
+//! The specs are the whole environment: packages no spec needs are removed, and a changed spec is
+//! met by an update. Observing first reads `conda-meta/*.json` and checks, without any channel
+//! access, whether the installed records already satisfy the specs (every spec matched, every
+//! dependency of every record present, nothing else installed). Only when they do not is the
+//! solver run, still in observe, so a plan lists the packages that would change and a solve that
+//! fails (an unreachable channel, an unsatisfiable spec) fails the resource before anything is
+//! touched: the old environment keeps working. Downloads go to a package cache outside the
+//! environment, so a re-run after a failure resumes from what was already fetched.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use rattler::install::Installer;
+use rattler::package_cache::PackageCache;
+use rattler_conda_types::{
+    Channel, ChannelConfig, MatchSpec, Matches, PackageRecord, ParseStrictness, PrefixRecord,
+    RepoDataRecord, Subdir,
+};
+use rattler_repodata_gateway::Gateway;
+use rattler_solve::{SolverImpl, SolverTask};
+
+use super::ownership::{Ownership, chown_tree};
+use crate::engine::{Change, Need, Resource};
+use crate::host::{Error, Host, Kind, Result};
+
+#[derive(Debug)]
+pub struct CondaEnv {
+    /// The environment's path on the node.
+    pub prefix: String,
+    /// Channels, resolved (local folders are absolute), highest priority first.
+    pub channels: Vec<Channel>,
+    /// The specs as written (for messages) and parsed.
+    pub specs: Vec<MatchSpec>,
+    /// The package cache on the node.
+    pub pkgs_dir: String,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Observed {
+    /// Whether the environment exists (a prefix with `conda-meta/`).
+    pub exists: bool,
+    /// The installed packages' records.
+    pub installed: Vec<PrefixRecord>,
+    /// Owner and group names of the prefix and of its `conda-meta/`.
+    pub owners: Vec<(String, String)>,
+    /// The group the tree should have: `group`, else the owner's primary group.
+    pub want_group: Option<String>,
+    /// The solver's answer, only when the installed records do not satisfy the specs.
+    pub solved: Option<Vec<RepoDataRecord>>,
+}
+
+/// A MatchSpec as conda reads it (lenient: `numpy=1.26`, `python 3.11.*`).
+pub fn parse_spec(text: &str) -> std::result::Result<MatchSpec, String> {
+    MatchSpec::from_str(text, ParseStrictness::Lenient)
+        .map_err(|e| format!("`{text}` is not a MatchSpec: {e}"))
+}
+
+/// Why a channel as written cannot be used, if it cannot.
+pub fn channel_problem(text: &str) -> std::result::Result<(), String> {
+    if text.is_empty() || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{text:?} is empty or has a space in it"));
+    }
+    if is_folder(text) {
+        return Ok(());
+    }
+    Channel::from_str(
+        text,
+        &ChannelConfig::default_with_root_dir(PathBuf::from("/")),
+    )
+    .map(|_| ())
+    .map_err(|e| format!("`{text}` is not a channel: {e}"))
+}
+
+/// A local channel folder: an absolute path, or one relative to the manifest (`./`, `../`).
+fn is_folder(text: &str) -> bool {
+    text.starts_with('/') || text.starts_with("./") || text.starts_with("../") || text == "."
+}
+
+/// The channel `text` names; relative folders are relative to `dir` (the manifest's folder).
+pub fn channel(text: &str, dir: &Path) -> std::result::Result<Channel, String> {
+    if is_folder(text) {
+        let path = dir.join(text);
+        return Channel::try_from_directory(&path)
+            .map_err(|e| format!("channel folder {}: {e}", path.display()));
+    }
+    Channel::from_str(
+        text,
+        &ChannelConfig::default_with_root_dir(dir.to_path_buf()),
+    )
+    .map_err(|e| format!("`{text}` is not a channel: {e}"))
+}
+
+/// Whether `records` are exactly what `specs` need: every spec matched, every dependency of a
+/// needed record matched in turn, and no record that nothing needs. Virtual packages (`__glibc`)
+/// are the system's, never in a prefix, and are not checked here.
+pub fn satisfies(specs: &[MatchSpec], records: &[&PackageRecord]) -> bool {
+    let mut needed: HashSet<usize> = HashSet::new();
+    let mut queue: Vec<MatchSpec> = specs.to_vec();
+    while let Some(spec) = queue.pop() {
+        let virtual_package = spec.name.to_string().starts_with("__");
+        if virtual_package {
+            continue;
+        }
+        let Some(i) = records.iter().position(|r| spec.matches(*r)) else {
+            return false;
+        };
+        if needed.insert(i) {
+            for dep in &records[i].depends {
+                match MatchSpec::from_str(dep, ParseStrictness::Lenient) {
+                    Ok(dep) => queue.push(dep),
+                    Err(_) => return false,
+                }
+            }
+        }
+    }
+    needed.len() == records.len()
+}
+
+/// `version`, with the build when two records share a version.
+fn describe(record: &PackageRecord, other: Option<&PackageRecord>) -> String {
+    match other {
+        Some(o) if o.version == record.version => {
+            format!("{} (build {})", record.version, record.build)
+        }
+        _ => record.version.to_string(),
+    }
+}
+
+/// The package changes from `installed` to `target`, by name.
+pub fn package_changes(installed: &[&PackageRecord], target: &[&PackageRecord]) -> Vec<Change> {
+    let have: BTreeMap<&str, &PackageRecord> = installed
+        .iter()
+        .map(|r| (r.name.as_normalized(), *r))
+        .collect();
+    let want: BTreeMap<&str, &PackageRecord> = target
+        .iter()
+        .map(|r| (r.name.as_normalized(), *r))
+        .collect();
+    let mut changes = Vec::new();
+    for (name, w) in &want {
+        let package = |from, to| Change::Package {
+            manager: "conda".into(),
+            name: (*name).to_owned(),
+            from,
+            to,
+        };
+        match have.get(name) {
+            None => changes.push(package(None, Some(format!("{name} {}", w.version)))),
+            Some(h) if h.version != w.version || h.build != w.build => {
+                changes.push(package(
+                    Some(describe(h, Some(w))),
+                    Some(describe(w, Some(h))),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    for (name, h) in &have {
+        if !want.contains_key(name) {
+            changes.push(Change::Package {
+                manager: "conda".into(),
+                name: (*name).to_owned(),
+                from: Some(h.version.to_string()),
+                to: None,
+            });
+        }
+    }
+    changes
+}
+
+/// An error with its causes, one after the other (rattler's errors nest the useful part).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Other(format!("cannot start the conda runtime: {e}")))
+}
+
+impl CondaEnv {
+    fn ownership(&self) -> Ownership {
+        Ownership {
+            owner: self.owner.clone(),
+            group: self.group.clone(),
+            mode: None,
+            default_mode: 0o755,
+        }
+    }
+
+    fn channel_names(&self) -> String {
+        let names: Vec<String> = self
+            .channels
+            .iter()
+            .map(|c| c.base_url.to_string())
+            .collect();
+        names.join(", ")
+    }
+
+    /// Reads the channels' repodata and solves the specs, preferring what is installed.
+    fn solve(&self, host: &Host, installed: &[PrefixRecord]) -> Result<Vec<RepoDataRecord>> {
+        let platform = Subdir::current().unwrap_or(Subdir::NoArch);
+        // Remote repodata is cached beside the package cache once that exists (an apply has made
+        // it); before, a temporary folder keeps a plan from writing to the node.
+        let pkgs = host.resolve(&self.pkgs_dir)?;
+        let scratch;
+        let cache_dir = if pkgs.is_dir() {
+            pkgs.join("cache")
+        } else {
+            scratch = tempfile::tempdir().map_err(Error::io("create", Path::new("/tmp")))?;
+            scratch.path().to_path_buf()
+        };
+        let gateway = Gateway::builder().with_cache_dir(cache_dir).finish();
+        let platforms = if platform == Subdir::NoArch {
+            vec![Subdir::NoArch]
+        } else {
+            vec![platform, Subdir::NoArch]
+        };
+        let query = gateway
+            .query(self.channels.clone(), platforms, self.specs.clone())
+            .recursive(true);
+        let repodata = runtime()?
+            .block_on(query.into_future())
+            .map_err(|e| {
+                Error::Other(format!(
+                    "cannot read the channels ({}): {}",
+                    self.channel_names(),
+                    chain(&e)
+                ))
+            })?
+            .repodata;
+        let task = SolverTask {
+            locked_packages: installed.iter().map(|r| &r.repodata_record).collect(),
+            specs: self.specs.clone(),
+            ..SolverTask::from_iter(&repodata)
+        };
+        let solved = rattler_solve::resolvo::Solver.solve(task).map_err(|e| {
+            let reason = match e {
+                rattler_solve::SolveError::Unsolvable(lines) => lines.join("\n"),
+                other => chain(&other),
+            };
+            Error::Other(format!(
+                "the specs of {} cannot be met from {}: {reason}",
+                self.prefix,
+                self.channel_names()
+            ))
+        })?;
+        Ok(solved.records)
+    }
+}
+
+use std::future::IntoFuture;
+
+impl Resource for CondaEnv {
+    type Observed = Observed;
+
+    fn id(&self) -> String {
+        format!("conda_env:{}", self.prefix)
+    }
+
+    fn needs(&self) -> Vec<Need> {
+        let mut needs = super::owner_needs(&self.prefix, &self.ownership());
+        needs.push(Need::Directory(self.pkgs_dir.clone()));
+        needs
+    }
+
+    fn observe(&self, host: &Host) -> Result<Observed> {
+        let accounts = host.accounts()?;
+        let want_group = self.group.clone().or_else(|| {
+            let user = accounts.user(self.owner.as_deref()?)?;
+            Some(accounts.group_name(user.gid))
+        });
+        let real = host.resolve(&self.prefix)?;
+        let mut observed = Observed {
+            exists: false,
+            installed: Vec::new(),
+            owners: Vec::new(),
+            want_group,
+            solved: None,
+        };
+        match host.stat(&self.prefix)? {
+            None => {}
+            Some(stat) if stat.kind != Kind::Directory => {
+                return Err(Error::WrongType {
+                    path: self.prefix.clone(),
+                    found: stat.kind.describe(),
+                    expected: "a conda environment (a directory)",
+                });
+            }
+            Some(stat) => {
+                let meta_path = format!("{}/conda-meta", self.prefix);
+                match host.stat(&meta_path)? {
+                    Some(meta) if meta.kind == Kind::Directory => {
+                        observed.exists = true;
+                        observed.owners = vec![
+                            (accounts.user_name(stat.uid), accounts.group_name(stat.gid)),
+                            (accounts.user_name(meta.uid), accounts.group_name(meta.gid)),
+                        ];
+                        observed.installed = PrefixRecord::collect_from_prefix(&real)
+                            .map_err(Error::io("read the records of", &real.join("conda-meta")))?;
+                    }
+                    _ => {
+                        let empty = std::fs::read_dir(&real)
+                            .map_err(Error::io("list", &real))?
+                            .next()
+                            .is_none();
+                        if !empty {
+                            return Err(Error::Other(format!(
+                                "{} exists, is not empty and has no conda-meta/: it is not a conda environment, and provision will not replace it",
+                                self.prefix
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+        let records: Vec<&PackageRecord> = observed
+            .installed
+            .iter()
+            .map(|r| &r.repodata_record.package_record)
+            .collect();
+        if !observed.exists || !satisfies(&self.specs, &records) {
+            observed.solved = Some(self.solve(host, &observed.installed)?);
+        }
+        Ok(observed)
+    }
+
+    fn diff(&self, observed: &Observed) -> Vec<Change> {
+        let mut changes = Vec::new();
+        if !observed.exists {
+            changes.push(Change::Create {
+                what: "conda environment".into(),
+            });
+        }
+        let owners = &observed.owners;
+        if let Some(owner) = &self.owner
+            && (owners.is_empty() || owners.iter().any(|(o, _)| o != owner))
+        {
+            changes.push(Change::Owner {
+                from: owners.first().map(|(o, _)| o.clone()),
+                to: owner.clone(),
+            });
+        }
+        if let Some(group) = &observed.want_group
+            && (owners.is_empty() || owners.iter().any(|(_, g)| g != group))
+        {
+            changes.push(Change::Group {
+                from: owners.first().map(|(_, g)| g.clone()),
+                to: group.clone(),
+            });
+        }
+        if let Some(solved) = &observed.solved {
+            let have: Vec<&PackageRecord> = observed
+                .installed
+                .iter()
+                .map(|r| &r.repodata_record.package_record)
+                .collect();
+            let want: Vec<&PackageRecord> = solved.iter().map(|r| &r.package_record).collect();
+            changes.extend(package_changes(&have, &want));
+        }
+        changes
+    }
+
+    fn apply(&self, host: &Host, observed: &Observed, _changes: &[Change]) -> Result<()> {
+        let real = host.resolve(&self.prefix)?;
+        if let Some(solved) = &observed.solved {
+            host.ensure_parent(&self.prefix)?;
+            let pkgs = host.resolve(&self.pkgs_dir)?;
+            std::fs::create_dir_all(&pkgs).map_err(Error::io("create", &pkgs))?;
+            let installer = Installer::new()
+                .with_package_cache(PackageCache::new(&pkgs))
+                .with_target_platform(Subdir::current().unwrap_or(Subdir::NoArch))
+                .with_installed_packages(observed.installed.clone())
+                .with_requested_specs(self.specs.clone());
+            runtime()?
+                .block_on(installer.install(&real, solved.clone()))
+                .map_err(|e| {
+                    Error::Other(format!(
+                        "installing into {} failed: {}",
+                        self.prefix,
+                        chain(&e)
+                    ))
+                })?;
+        }
+        if self.owner.is_some() || self.group.is_some() {
+            chown_tree(host, &real, self.owner.as_deref(), self.group.as_deref())?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str, version: &str, depends: &[&str]) -> PackageRecord {
+        let mut r = PackageRecord::new(
+            name.parse().unwrap(),
+            version.parse::<rattler_conda_types::Version>().unwrap(),
+            "0".parse().unwrap(),
+        );
+        r.depends = depends.iter().map(|d| (*d).to_owned()).collect();
+        r
+    }
+
+    fn specs(texts: &[&str]) -> Vec<MatchSpec> {
+        texts.iter().map(|t| parse_spec(t).unwrap()).collect()
+    }
+
+    #[test]
+    fn records_satisfy_specs_only_exactly() {
+        let a = record("feas-a", "1.0", &["feas-b >=1,<2", "__glibc >=2.17"]);
+        let b1 = record("feas-b", "1.0", &[]);
+        let b2 = record("feas-b", "2.0", &[]);
+        let extra = record("extra", "0.1", &[]);
+        assert!(satisfies(&specs(&["feas-a"]), &[&a, &b1]));
+        assert!(satisfies(&specs(&["feas-a", "feas-b 1.*"]), &[&a, &b1]));
+        assert!(!satisfies(&specs(&["feas-b >=2"]), &[&b1]), "too old");
+        assert!(!satisfies(&specs(&["feas-a"]), &[&a, &b2]), "a needs b <2");
+        assert!(!satisfies(&specs(&["feas-a"]), &[&a]), "b missing");
+        assert!(!satisfies(&specs(&["feas-b"]), &[&b1, &extra]), "extra");
+        assert!(satisfies(&specs(&["feas-b"]), &[&b2]));
+    }
+
+    #[test]
+    fn package_changes_read_as_sentences() {
+        let a = record("feas-a", "1.0", &[]);
+        let b1 = record("feas-b", "1.0", &[]);
+        let b2 = record("feas-b", "2.0", &[]);
+        let texts: Vec<String> = package_changes(&[&a, &b1], &[&b2])
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                "conda package feas-b 1.0 → 2.0",
+                "remove conda package feas-a 1.0"
+            ]
+        );
+        let texts: Vec<String> = package_changes(&[], &[&a])
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(texts, ["install conda package feas-a 1.0"]);
+    }
+
+    #[test]
+    fn channels_and_specs_are_checked() {
+        assert!(channel_problem("conda-forge").is_ok());
+        assert!(channel_problem("./channel").is_ok());
+        assert!(channel_problem("file:///srv/channel").is_ok());
+        assert!(channel_problem("conda forge").is_err());
+        assert!(parse_spec("numpy >=1.26").is_ok());
+        assert!(parse_spec("numpy >=>1").is_err());
+    }
+}
