@@ -133,6 +133,7 @@ resources:
             ])
             .arg(self.sb.root())
             .args(["--reconcile-interval", "1h"])
+            .env("PROVISION_STATUS_LISTEN", "127.0.0.1:0")
             .env("NO_COLOR", "1")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())

@@ -4,7 +4,9 @@
 //! resources failed. With `--detailed-exitcodes`: 0 no changes, 2 changes, 4 failures, 6 both.
 
 mod gpu;
+mod install_agent;
 mod output;
+mod status;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -58,6 +60,10 @@ enum Command {
     /// Run the node agent: reconcile, start this node's services in dependency order and keep
     /// them running; SIGHUP reloads the manifest, SIGTERM stops everything in order.
     Agent(AgentArgs),
+    /// Ask the running agent how the node stands: last reconcile, services, drift repairs.
+    Status(status::StatusArgs),
+    /// Write the systemd unit that runs `provision agent MANIFEST` at boot, and enable it.
+    InstallAgent(install_agent::InstallArgs),
 }
 
 #[derive(Debug, Args)]
@@ -73,6 +79,13 @@ struct AgentArgs {
     /// Time between periodic reconciles, e.g. 30s, 5m.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     reconcile_interval: std::time::Duration,
+    /// Where the status API listens (/health, /status, /metrics); `off` for none. Anything but a
+    /// loopback address needs --status-token-file.
+    #[arg(long, default_value = crate::daemon::status::DEFAULT_LISTEN, env = "PROVISION_STATUS_LISTEN")]
+    status_listen: String,
+    /// A file holding the bearer token every status API request must then carry.
+    #[arg(long, env = "PROVISION_STATUS_TOKEN_FILE")]
+    status_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -114,12 +127,17 @@ enum UsageError {
     Gpu(#[from] gpu::GpuError),
     #[error("{0}")]
     Agent(#[from] crate::daemon::Error),
+    #[error("{0}")]
+    Status(#[from] status::StatusError),
+    #[error("{0}")]
+    Install(#[from] install_agent::InstallError),
 }
 
 impl UsageError {
     fn exit_code(&self) -> u8 {
         match self {
             UsageError::Gpu(e) => e.exit_code(),
+            UsageError::Status(e) => e.exit_code(),
             _ => 1,
         }
     }
@@ -188,14 +206,18 @@ fn run(command: Command) -> Result<u8, UsageError> {
                     reason: "is not a directory; create it first".into(),
                 });
             }
+            let status = status::listen(&args.status_listen, args.status_token_file.as_deref())?;
             crate::daemon::run(&crate::daemon::Config {
                 manifest: args.manifest,
                 node: args.node,
                 root: args.root,
                 interval: args.reconcile_interval,
+                status,
             })?;
             Ok(0)
         }
+        Command::Status(args) => Ok(status::run(&args)?),
+        Command::InstallAgent(args) => Ok(install_agent::run(&args)?),
         Command::Facts { json } => {
             let facts = Facts::gather();
             if json {

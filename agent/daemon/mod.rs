@@ -7,7 +7,11 @@
 //! whose `after:` resource failed is not started; SIGTERM/SIGINT stop every service in reverse
 //! dependency order and exit 0; an invalid manifest on SIGHUP changes nothing.
 
+mod drift;
+mod hooks;
+mod notify;
 mod orphans;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -43,6 +47,8 @@ pub enum Error {
     Locked { path: PathBuf, holder: String },
     #[error("cannot set up signal handling: {0}")]
     Signals(nix::Error),
+    #[error("{0}")]
+    Status(#[from] status::ListenError),
 }
 
 /// What `provision agent` was asked to do.
@@ -52,6 +58,15 @@ pub struct Config {
     pub node: Option<String>,
     pub root: PathBuf,
     pub interval: Duration,
+    /// Where the status API listens; `None`: no status API.
+    pub status: Option<status::Listen>,
+}
+
+/// Why the agent loop wakes up.
+pub(crate) enum Wake {
+    Signal(Signal),
+    /// The drift watch saw the paths of these resources change.
+    Drift(Vec<String>),
 }
 
 /// One loaded manifest: the node's steps and its services as written.
@@ -95,13 +110,19 @@ pub fn run(config: &Config) -> Result<(), Error> {
     let host = Host::new(&config.root)?;
     let _lock = lock(&host)?;
     orphans::kill_left_over(&host);
+    let board = status::Board::new(&loaded.node);
+    let _server = match &config.status {
+        Some(listen) => Some(status::serve(listen, &host, board.clone())?),
+        None => None,
+    };
 
     let (tx, rx) = mpsc::channel();
+    let drift = hooks::start_drift_watch(tx.clone());
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             while let Ok(sig) = signals.wait() {
-                if tx.send(sig).is_err() {
+                if tx.send(Wake::Signal(sig)).is_err() {
                     break;
                 }
             }
@@ -115,18 +136,30 @@ pub fn run(config: &Config) -> Result<(), Error> {
         running: Vec::new(),
         supervisor: None,
         recorded: Vec::new(),
+        board,
+        drift,
+        notifier: notify::Notifier::from_env(),
     };
     let report = agent.reconcile();
+    agent.observed(status::Cause::Start, &report);
     agent.start_services(&report);
+    agent.ready();
     let mut next = Instant::now() + config.interval;
     loop {
         agent.record();
+        agent.tick();
         let wait = next
             .saturating_duration_since(Instant::now())
             .min(Duration::from_millis(200));
         match rx.recv_timeout(wait) {
-            Ok(Signal::SIGHUP) => agent.reload(&facts),
-            Ok(sig) => {
+            Ok(Wake::Signal(Signal::SIGHUP)) => agent.reload(&facts),
+            Ok(Wake::Drift(ids)) => {
+                let report = agent.reconcile();
+                agent.observed(status::Cause::Drift(ids), &report);
+                agent.restart_dependents(&report, &[]);
+            }
+            Ok(Wake::Signal(sig)) => {
+                agent.notifier.send("STOPPING=1");
                 tracing::info!(signal = %sig, "stopping every service in reverse dependency order");
                 agent.stop();
                 tracing::info!("agent stopped");
@@ -135,6 +168,7 @@ pub fn run(config: &Config) -> Result<(), Error> {
             Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() >= next => {
                 tracing::info!("periodic reconcile");
                 let report = agent.reconcile();
+                agent.observed(status::Cause::Periodic, &report);
                 agent.restart_dependents(&report, &[]);
                 next = Instant::now() + config.interval;
             }
@@ -186,6 +220,9 @@ struct Agent {
     supervisor: Option<Supervisor>,
     /// The process groups last written to the state file.
     recorded: Vec<(String, u32)>,
+    board: status::Board,
+    drift: Option<drift::Drift>,
+    notifier: notify::Notifier,
 }
 
 impl Agent {
@@ -318,7 +355,10 @@ impl Agent {
             }
         };
         self.loaded = loaded;
+        self.notifier.send("RELOADING=1");
         let report = self.reconcile();
+        self.observed(status::Cause::Reload, &report);
+        self.notifier.send("READY=1");
         let new = self.startable(&report);
         let shape = |set: &[(ServiceSpec, Vec<String>)]| -> Vec<(String, Vec<String>)> {
             let mut v: Vec<_> = set
