@@ -4,6 +4,11 @@
 //! A template sees `node` (name, address, roles, aliases), `nodes` (every node), `cluster` (name,
 //! domain), `vars` (cluster vars overridden by the node's) and `facts`. An undefined variable is an
 //! error, not an empty string: a config file with a silent hole is worse than a failed resource.
+//!
+//! A template named `*.yaml.tera` or `*.yml.tera` must render to valid YAML: the output is parsed
+//! (serde-saphyr, the manifest's own parser) before any file is touched, and a syntax error fails
+//! the resource with the line and column in the rendered text. One stray quote in
+//! `/etc/PYME/config.yaml` would otherwise break every PYME program on the node at import time.
 
 use std::path::Path;
 
@@ -32,6 +37,17 @@ pub enum TemplateError {
     },
     #[error("template {name}: {message}")]
     Render { name: String, message: String },
+    #[error(
+        "template {name} rendered invalid YAML at line {line}, column {column} of its output: {message}\n  {text}\n  hint: quote values that hold `:`, `#` or leading spaces, e.g. \"{{{{ vars.x }}}}\""
+    )]
+    InvalidYaml {
+        name: String,
+        line: usize,
+        column: usize,
+        message: String,
+        /// The rendered line at fault.
+        text: String,
+    },
 }
 
 /// Renders the template `name` (beside the manifest first, then shipped) with `context`.
@@ -57,7 +73,36 @@ pub fn render(
                 })?;
         (*text).to_owned()
     };
-    render_str(name, &text, context)
+    let out = render_str(name, &text, context)?;
+    if name.ends_with(".yaml.tera") || name.ends_with(".yml.tera") {
+        check_yaml(name, &out)?;
+    }
+    Ok(out)
+}
+
+/// Parses rendered YAML (every document) and reports where it breaks.
+pub fn check_yaml(name: &str, text: &str) -> Result<(), TemplateError> {
+    let Err(e) = serde_saphyr::from_multiple::<serde_json::Value>(text) else {
+        return Ok(());
+    };
+    let (line, column) = e
+        .location()
+        .map_or((0, 0), |l| (l.line() as usize, l.column() as usize));
+    let mut message = e.to_string();
+    if let Some(cut) = message.find(" at line ") {
+        message.truncate(cut);
+    }
+    Err(TemplateError::InvalidYaml {
+        name: name.to_owned(),
+        line,
+        column,
+        message,
+        text: text
+            .lines()
+            .nth(line.saturating_sub(1))
+            .unwrap_or("")
+            .to_owned(),
+    })
 }
 
 /// Renders template text; errors carry Tera's whole explanation.
@@ -114,6 +159,43 @@ mod tests {
             .to_string();
         assert!(err.contains("t.tera"), "{err}");
         assert!(err.contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn rendered_yaml_is_checked_with_its_position() {
+        assert!(check_yaml("c.yaml.tera", "a: 1\nb: \"x\"\n").is_ok());
+        let err = check_yaml("c.yaml.tera", "a: 1\nb: \"unclosed\nc: 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("c.yaml.tera"), "{err}");
+        assert!(err.contains("line "), "{err}");
+    }
+
+    #[test]
+    fn the_shipped_pyme_config_renders_valid_yaml() {
+        let ctx = json!({
+            "node": {"name": "master"},
+            "facts": {"cpus": 4},
+            "vars": {"pyme_data_root": "/data/pyme", "pyme_cluster_filter": ""},
+        });
+        let out = render(Path::new("/nonexistent"), "pyme/config.yaml.tera", &ctx).unwrap();
+        let v: serde_json::Value = serde_saphyr::from_str(&out).unwrap();
+        assert_eq!(v["dataserver-root"], "/data/pyme");
+        assert_eq!(v["dataserver-port"], 15348);
+        assert_eq!(v["dataserver-filter"], "");
+    }
+
+    #[test]
+    fn a_value_that_breaks_the_pyme_config_is_caught() {
+        let ctx = json!({
+            "node": {"name": "master"},
+            "facts": {"cpus": 4},
+            "vars": {"pyme_data_root": "/data/\"pyme", "pyme_cluster_filter": ""},
+        });
+        let err = render(Path::new("/nonexistent"), "pyme/config.yaml.tera", &ctx)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("invalid YAML"), "{err}");
     }
 
     #[test]

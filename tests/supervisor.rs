@@ -71,6 +71,8 @@ fn service(process: ProcessSpec, after: &[&str]) -> ServiceSpec {
             base: Duration::from_millis(100),
             ..BackoffConfig::default()
         },
+        wait_for: Vec::new(),
+        wait_timeout: Duration::from_secs(10),
     }
 }
 
@@ -690,4 +692,72 @@ fn bad_sets_are_refused() {
     ])
     .unwrap_err();
     assert_eq!(err, ConfigError::Duplicate("a".into()));
+}
+
+// ---------------------------------------------------------------- wait_for
+
+fn wait_tcp(addr: &str) -> Probe {
+    Probe {
+        check: Check::Tcp { addr: addr.into() },
+        interval: Duration::from_millis(50),
+        timeout: Duration::from_millis(500),
+    }
+}
+
+#[test]
+fn wait_for_holds_a_start_until_a_remote_port_answers() {
+    let dir = open_dir();
+    let d = dir.path();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut node = service(sh("node", "exec sleep 3091", d), &[]);
+    node.wait_for = vec![wait_tcp(&addr)];
+    let sup = Supervisor::start(vec![node]).unwrap();
+    let on = format!("tcp {addr}");
+    wait_until("waiting for the port", || {
+        state(&sup, "node") == State::Waiting { on: on.clone() }
+    });
+    assert_eq!(
+        state(&sup, "node").to_string(),
+        format!("waiting for tcp {addr} to be ready")
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        spawned_at(&sup, "node").is_empty(),
+        "spawned before the port answered"
+    );
+    let opened = Instant::now();
+    let _listener = TcpListener::bind(&addr).unwrap();
+    wait_until("node ready", || {
+        matches!(state(&sup, "node"), State::Ready { .. })
+    });
+    assert!(spawned_at(&sup, "node")[0] >= opened);
+    eprintln!(
+        "port open → spawned in {:?}",
+        spawned_at(&sup, "node")[0] - opened
+    );
+    drop(sup);
+    assert_none_left(&["3091"]);
+}
+
+#[test]
+fn wait_for_gives_up_after_its_timeout_and_says_on_what() {
+    let dir = open_dir();
+    let d = dir.path();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut node = service(sh("node", "exec sleep 3092", d), &[]);
+    node.wait_for = vec![wait_tcp(&addr)];
+    node.wait_timeout = Duration::from_millis(300);
+    let sup = Supervisor::start(vec![node]).unwrap();
+    wait_until("failed", || {
+        matches!(state(&sup, "node"), State::Failed { .. })
+    });
+    let shown = state(&sup, "node").to_string();
+    assert!(
+        shown.contains(&format!("gave up waiting for tcp {addr}")),
+        "{shown}"
+    );
+    assert!(shown.contains("refused"), "{shown}");
+    assert!(spawned_at(&sup, "node").is_empty());
+    drop(sup);
 }

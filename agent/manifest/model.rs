@@ -823,6 +823,15 @@ pub struct ServiceSpec {
     /// Restarts a service that stops answering.
     #[serde(default)]
     pub liveness: Option<ProbeSpec>,
+    /// What this service needs elsewhere, usually on another node (a remote rule server):
+    /// `tcp:` or `http:` probes. Before every start (restarts too) each must pass; meanwhile the
+    /// service is "waiting for ..." in the log and the status.
+    #[serde(default)]
+    pub wait_for: Vec<ProbeSpec>,
+    /// How long one start waits for `wait_for:` before the service is marked failed
+    /// (default 10m; a SIGHUP or an agent restart tries again).
+    #[serde(default)]
+    pub wait_timeout: Option<Duration>,
     /// Apply only on nodes with one of these roles. With `nodes` also empty: every node.
     #[serde(default)]
     pub roles: Vec<String>,

@@ -904,6 +904,32 @@ impl Validator<'_> {
                 self.probe(o, &format!("service.{field}"), field, p);
             }
         }
+        for (i, p) in svc.wait_for.iter().enumerate() {
+            let at = format!("service.wait_for[{i}]");
+            self.probe(o, &at, "wait_for", p);
+            let local = [
+                ("file", p.file.is_some()),
+                ("command", p.command.is_some()),
+                ("log_line", p.log_line.is_some()),
+                ("failures", p.failures.is_some()),
+            ];
+            if let Some((key, _)) = local.iter().find(|(_, set)| *set) {
+                self.error(
+                    o,
+                    &format!("{at}.{key}"),
+                    format!("wait_for: takes tcp: or http:, not {key}:"),
+                    "wait for a port or an HTTP endpoint, e.g. http: {url: http://master:15346/distributor/queues}",
+                );
+            }
+        }
+        if svc.wait_timeout.is_some_and(|d| d.0.is_zero()) {
+            self.error(
+                o,
+                "service.wait_timeout",
+                "wait_timeout is zero".into(),
+                "give how long a start may wait, e.g. 10m",
+            );
+        }
     }
 
     fn probe(&mut self, o: &Origin, at: &str, field: &str, p: &ProbeSpec) {

@@ -24,6 +24,9 @@ pub const LOG_DIR: &str = "/var/log/provision";
 /// processes left from an earlier run of itself (after a SIGKILL or a power cut) and end them.
 pub const MARKER_ENV: &str = "PROVISION_AGENT_ROOT";
 
+/// How long one start waits for `wait_for:` by default.
+pub const WAIT_TIMEOUT: Duration = Duration::from_secs(600);
+
 pub struct Service {
     pub spec: Spec,
 }
@@ -179,6 +182,12 @@ pub fn supervised(spec: &Spec, host: &Host) -> std::result::Result<ServiceSpec, 
         ready_timeout: spec.start_timeout.map_or(Duration::from_secs(60), |d| d.0),
         liveness: spec.liveness.as_ref().map(probe).transpose()?,
         liveness_failures: spec.liveness.as_ref().and_then(|p| p.failures).unwrap_or(3),
+        wait_for: spec
+            .wait_for
+            .iter()
+            .map(probe)
+            .collect::<std::result::Result<_, _>>()?,
+        wait_timeout: spec.wait_timeout.map_or(WAIT_TIMEOUT, |d| d.0),
         backoff: BackoffConfig {
             policy: match spec.restart {
                 RestartSpec::Always => RestartPolicy::Always,

@@ -21,8 +21,9 @@
 //!   did), optionally with a new spec;
 //! - [`Supervisor::stop`] (or dropping it) stops everything in reverse dependency order.
 //!
-//! Not yet here: `wait_for:` a service on another node, and adding or removing services in a
-//! running supervisor (the agent starts a new one when the set of services changes).
+//! A service's `wait_for` probes (something on another node, e.g. the master's rule server) must
+//! pass before each of its spawns; it waits in [`State::Waiting`] meanwhile, up to its
+//! `wait_timeout`. Not yet here: adding or removing services in a running supervisor (the agent starts a new one when the set of services changes).
 
 pub mod backoff;
 pub mod logfile;

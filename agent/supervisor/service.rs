@@ -32,6 +32,11 @@ pub struct ServiceSpec {
     /// Consecutive liveness failures that mean "hung".
     pub liveness_failures: u32,
     pub backoff: BackoffConfig,
+    /// Checks of things outside this supervisor (a rule server on another node) that must all
+    /// pass before each spawn, restarts included.
+    pub wait_for: Vec<Probe>,
+    /// A start that has waited this long for `wait_for` gives up: the service is failed.
+    pub wait_timeout: Duration,
 }
 
 /// Where a service stands. States carry their data.
@@ -278,10 +283,22 @@ struct Run {
     live_failures: u32,
 }
 
+/// A start waiting for the service's `wait_for` checks, one at a time, in order.
+struct Wait {
+    since: Instant,
+    /// The first check not yet passed.
+    next: usize,
+    probe: Option<JoinHandle<Result<(), String>>>,
+    retry_at: Instant,
+    last_error: String,
+}
+
 struct Slot {
     spec: ServiceSpec,
     backoff: Backoff,
     run: Option<Run>,
+    /// Set while a start waits for `wait_for`.
+    wait: Option<Wait>,
     state: State,
     spawns: u32,
     last_exit: Option<Exit>,
@@ -301,6 +318,7 @@ impl Slot {
             spec,
             backoff,
             run: None,
+            wait: None,
             state,
             spawns: 0,
             last_exit: None,
@@ -377,6 +395,7 @@ impl Loop {
             slot.spec = *spec;
         }
         slot.backoff.reset();
+        slot.wait = None;
         let on = slot.spec.after.first().cloned().unwrap_or_default();
         slot.set(State::Waiting { on });
         self.publish();
@@ -521,6 +540,9 @@ impl Loop {
             }
             return;
         }
+        if !self.waited(i, now) {
+            return;
+        }
         let slot = &mut self.slots[i];
         let log_start = std::fs::metadata(&slot.spec.process.log.path).map_or(0, |m| m.len());
         slot.backoff.started(now);
@@ -556,5 +578,72 @@ impl Loop {
                 self.event(i, EventKind::SpawnFailed(reason));
             }
         }
+    }
+
+    /// Whether every `wait_for` check of service `i` has passed for this start. Runs the checks
+    /// on their own threads, one at a time, never blocking the loop; gives up after
+    /// `wait_timeout` (the service is failed, with the last error).
+    fn waited(&mut self, i: usize, now: Instant) -> bool {
+        let slot = &mut self.slots[i];
+        if slot.spec.wait_for.is_empty() {
+            return true;
+        }
+        let mut wait = slot.wait.take().unwrap_or_else(|| Wait {
+            since: now,
+            next: 0,
+            probe: None,
+            retry_at: now,
+            last_error: String::new(),
+        });
+        if wait.probe.as_ref().is_some_and(JoinHandle::is_finished) {
+            let result = wait
+                .probe
+                .take()
+                .map(|p| p.join().unwrap_or_else(|_| Err("probe panicked".into())));
+            match result {
+                Some(Ok(())) => {
+                    tracing::info!(
+                        service = %slot.spec.process.name,
+                        check = %slot.spec.wait_for[wait.next].check,
+                        waited_ms = now.duration_since(wait.since).as_millis() as u64,
+                        "wait_for passed"
+                    );
+                    wait.next += 1;
+                    wait.retry_at = now;
+                }
+                Some(Err(why)) => wait.last_error = why,
+                None => {}
+            }
+        }
+        let Some(probe) = slot.spec.wait_for.get(wait.next).cloned() else {
+            return true;
+        };
+        if now.duration_since(wait.since) > slot.spec.wait_timeout {
+            let reason = format!(
+                "gave up waiting for {} after {:?}: {}",
+                probe.check, slot.spec.wait_timeout, wait.last_error
+            );
+            slot.set(State::Failed {
+                gave_up_at: SystemTime::now(),
+                reason: reason.clone(),
+            });
+            self.event(i, EventKind::GaveUp(reason));
+            return false;
+        }
+        let on = probe.check.to_string();
+        if !matches!(&slot.state, State::Waiting { on: o } if *o == on) {
+            tracing::info!(service = %slot.spec.process.name, "waiting for {on}");
+            slot.set(State::Waiting { on });
+        }
+        if wait.probe.is_none() && now >= wait.retry_at {
+            wait.retry_at = now + probe.interval;
+            let (check, timeout) = (probe.check, probe.timeout);
+            wait.probe = thread::Builder::new()
+                .name(format!("wait-{}", slot.spec.process.name))
+                .spawn(move || check.run(timeout, 0))
+                .ok();
+        }
+        slot.wait = Some(wait);
+        false
     }
 }
