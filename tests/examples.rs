@@ -146,3 +146,35 @@ fn the_readme_sandbox_command_works_on_an_empty_root() {
     );
     assert!(s.read("/etc/passwd").contains("pyme:x:999:"));
 }
+
+#[test]
+fn the_readme_plan_shows_services_as_not_started_by_apply_and_fails_nothing() {
+    // README: provision plan manifests/pyme-cluster.yaml --node master --root ... on an empty
+    // root: the services' user and folders do not exist yet, which check mode must not call a
+    // failure.
+    let s = Sandbox::empty();
+    let f = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/pyme-cluster.yaml");
+    let out = s.run(&["plan", f.to_str().unwrap(), "--node", "master", "--json"]);
+    out.expect(0);
+    let report = out.json();
+    assert_eq!(report["summary"]["failed"], 0, "{report:#}");
+    assert_eq!(report["summary"]["skipped"], 0, "{report:#}");
+    let services: Vec<&serde_json::Value> = report["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["id"].as_str().unwrap().starts_with("service:"))
+        .collect();
+    assert!(services.len() >= 3, "{report:#}");
+    for r in services {
+        assert_eq!(r["status"], "unchanged", "{r:#}");
+        assert!(
+            r["note"]
+                .as_str()
+                .unwrap()
+                .starts_with("not started by apply"),
+            "{r:#}"
+        );
+    }
+    assert!(s.snapshot().is_empty(), "plan wrote nothing");
+}

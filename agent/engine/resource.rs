@@ -41,8 +41,9 @@ pub trait Resource {
     /// A check's `diff` is always empty, since there is nothing provision could change to make a
     /// GPU appear; whether the node meets it is this verdict instead: `Ok(Some(note))` passes and
     /// says what was found, `Err(reason)` fails the resource (in check mode too), so everything
-    /// after it is skipped. Other kinds keep the default: nothing to verify.
-    fn verify(&self, _observed: &Self::Observed) -> Result<Option<String>, String> {
+    /// after it is skipped. Other kinds keep the default: nothing to verify. `write` is false in
+    /// check mode, where what earlier resources would create (a service's user) is not there yet.
+    fn verify(&self, _observed: &Self::Observed, _write: bool) -> Result<Option<String>, String> {
         Ok(None)
     }
 }
@@ -94,7 +95,7 @@ impl<R: Resource> Reconcile for R {
 
     fn reconcile(&self, host: &Host, write: bool) -> Result<Outcome, Failure> {
         let observed = self.observe(host)?;
-        let note = self.verify(&observed).map_err(|error| Failure {
+        let note = self.verify(&observed, write).map_err(|error| Failure {
             changes: Vec::new(),
             error,
         })?;

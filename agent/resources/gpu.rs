@@ -37,7 +37,11 @@ impl Resource for GpuCheck {
         Ok(())
     }
 
-    fn verify(&self, observed: &Self::Observed) -> std::result::Result<Option<String>, String> {
+    fn verify(
+        &self,
+        observed: &Self::Observed,
+        _write: bool,
+    ) -> std::result::Result<Option<String>, String> {
         check::evaluate(&self.requirements, observed).map(Some)
     }
 }

@@ -215,7 +215,11 @@ impl Resource for JupyterKernel {
         })
     }
 
-    fn verify(&self, observed: &Observed) -> std::result::Result<Option<String>, String> {
+    fn verify(
+        &self,
+        observed: &Observed,
+        _write: bool,
+    ) -> std::result::Result<Option<String>, String> {
         if self.state == State::Present && observed.env == EnvState::NoIpykernel {
             return Err(self.no_ipykernel());
         }

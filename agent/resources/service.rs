@@ -60,12 +60,39 @@ impl Resource for Service {
         Ok(())
     }
 
-    fn verify(&self, observed: &Self::Observed) -> std::result::Result<Option<String>, String> {
-        observed.as_ref().map_err(Clone::clone)?;
+    fn verify(
+        &self,
+        observed: &Self::Observed,
+        write: bool,
+    ) -> std::result::Result<Option<String>, String> {
+        if let Err(why) = observed {
+            // In check mode the user, groups and working directory that earlier resources of
+            // this manifest create are not there yet: say so instead of failing the plan.
+            if !write && self.depends_on_this_run(why) {
+                return Ok(Some(format!(
+                    "not started by apply; checked once the resources it needs exist ({why})"
+                )));
+            }
+            return Err(why.clone());
+        }
         Ok(Some(
             "not started by apply: `provision agent MANIFEST` starts and supervises services"
                 .into(),
         ))
+    }
+}
+
+impl Service {
+    /// Whether `why` is about something this manifest creates before the service: its user, a
+    /// group, or its working directory (validation has checked that the manifest defines them).
+    fn depends_on_this_run(&self, why: &str) -> bool {
+        why.contains("unknown user")
+            || why.contains("unknown group")
+            || self
+                .spec
+                .working_dir
+                .as_ref()
+                .is_some_and(|d| why.contains(&format!("working_dir {d} is not a directory")))
     }
 }
 
