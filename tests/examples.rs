@@ -6,7 +6,8 @@
 //! The examples do not download from PyPI: pip runs with `PIP_NO_INDEX=1`, so a `venv:` with
 //! packages to install is made (a real `python -m venv`) and then fails at pip with "No matching
 //! distribution", which is allowed, and so is skipping what comes after it. The real install of
-//! the PYME environment, with PyPI, is tests/pyme.rs.
+//! the PYME environment, with PyPI, is tests/pyme.rs (which also runs the cluster of one under
+//! `provision agent` and checks it through PYME's own HTTP API).
 
 mod common;
 

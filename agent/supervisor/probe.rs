@@ -3,7 +3,10 @@
 //! A probe is one [`Check`] repeated every `interval`, each attempt bounded by `timeout`. Checks
 //! block the calling thread for at most their timeout; the supervisor runs them on their own
 //! threads. HTTP is spoken directly over a `TcpStream` (HTTP/1.0, `Connection: close`), which is
-//! all a health endpoint such as PYME's `/__status` or `/distributor/queues` needs.
+//! all a health endpoint such as PYME's `/__status` or `/distributor/queues` needs. It offers
+//! `Accept-Encoding: gzip` like any real client and gunzips the answer: PYME's web framework
+//! writes a `str` to the socket (a server-side TypeError, no answer) unless the client accepts
+//! gzip, so its rule and node servers only answer clients that do.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -141,7 +144,7 @@ fn http_get(url: &str, timeout: Duration) -> Result<(u16, String), String> {
     stream.set_write_timeout(Some(left())).map_err(io)?;
     write!(
         stream,
-        "GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: provision\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: provision\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n"
     )
     .map_err(io)?;
     let mut response = Vec::new();
@@ -163,8 +166,28 @@ fn http_get(url: &str, timeout: Duration) -> Result<(u16, String), String> {
             Err(e) => return Err(io(e)),
         }
     }
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(response.len());
+    let head = String::from_utf8_lossy(&response[..split]);
+    let raw_body = response.get(split + 4..).unwrap_or_default();
+    let gzipped = head.lines().any(|l| {
+        l.split_once(':').is_some_and(|(k, v)| {
+            k.trim().eq_ignore_ascii_case("content-encoding")
+                && v.trim().eq_ignore_ascii_case("gzip")
+        })
+    });
+    let body = if gzipped {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(raw_body)
+            .take(MAX_RESPONSE)
+            .read_to_end(&mut out)
+            .map_err(|e| format!("GET {url}: gzip body: {e}"))?;
+        String::from_utf8_lossy(&out).into_owned()
+    } else {
+        String::from_utf8_lossy(raw_body).into_owned()
+    };
     let status = head
         .lines()
         .next()
@@ -172,7 +195,7 @@ fn http_get(url: &str, timeout: Duration) -> Result<(u16, String), String> {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("GET {url}: not an HTTP response"))?;
-    Ok((status, body.to_string()))
+    Ok((status, body))
 }
 
 fn run_command(program: &str, args: &[String], timeout: Duration) -> Result<(), String> {
