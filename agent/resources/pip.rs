@@ -222,9 +222,27 @@ pub fn install(python: &Path, args: &[String], what: &str, env_path: &str) -> Re
     let python_s = python.to_string_lossy();
     let mut full = vec!["-m"];
     full.extend(args.iter().map(String::as_str));
-    let (code, output) =
-        crate::host::mounts::run_output(&python_s, &full, &[("PIP_NO_INPUT", "1")], PIP_TIMEOUT)
-            .map_err(|e| Error::Other(format!("pip install in {env_path} failed: {e}")))?;
+    // As in an activated environment: builds that look for `python` on PATH (meson-python, which
+    // PYME's sdist uses) find the environment's own interpreter, not the system's or none.
+    let bin = python.parent().map(Path::to_path_buf).unwrap_or_default();
+    let prefix = bin.parent().map(Path::to_path_buf).unwrap_or_default();
+    let path = match std::env::var_os("PATH") {
+        Some(old) => {
+            let mut dirs = vec![bin.clone()];
+            dirs.extend(std::env::split_paths(&old));
+            std::env::join_paths(dirs).unwrap_or(old)
+        }
+        None => bin.clone().into_os_string(),
+    };
+    let path = path.to_string_lossy().into_owned();
+    let prefix = prefix.to_string_lossy().into_owned();
+    let env = [
+        ("PIP_NO_INPUT", "1"),
+        ("PATH", path.as_str()),
+        ("VIRTUAL_ENV", prefix.as_str()),
+    ];
+    let (code, output) = crate::host::mounts::run_output(&python_s, &full, &env, PIP_TIMEOUT)
+        .map_err(|e| Error::Other(format!("pip install in {env_path} failed: {e}")))?;
     if code == Some(0) {
         return Ok(());
     }
