@@ -217,3 +217,49 @@ fn an_env_owned_by_the_named_user() {
     again.expect(0);
     assert_eq!(again.json()["summary"]["changed"], 0, "{}", again.stdout);
 }
+
+#[test]
+fn packages_that_need_the_systems_virtual_packages_solve_against_this_machine() {
+    // feas-sys needs __glibc >=2.17 and __unix, as conda-forge's python does: no channel holds
+    // them, so they must come from this machine (rattler_virtual_packages). feas-future needs a
+    // glibc no machine has, and must fail with the solver's reason naming it.
+    let glibc = Command::new("ldd").arg("--version").output();
+    if !glibc.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("GLIBC")) {
+        eprintln!("SKIP packages_that_need_the_systems_virtual_packages: not a glibc system");
+        return;
+    }
+    let s = Sandbox::debian();
+    build_channel(&s.work().join("channel"));
+    let m = s.manifest("m.yaml", &manifest(&["feas-sys"], "./channel", None));
+    let out = s.run(&["apply", m.to_str().unwrap(), "--node", "master", "--json"]);
+    out.expect(0);
+    assert_eq!(
+        texts(&out.json(), ID),
+        [
+            "create conda environment",
+            "install conda package feas-sys 1.0"
+        ]
+    );
+    assert_eq!(run_script(&s, "feas-sys"), "feas-sys 1.0");
+    // In sync from conda-meta alone, although its dependencies are in no record.
+    let again = s.run(&[
+        "apply",
+        m.to_str().unwrap(),
+        "--node",
+        "master",
+        "--detailed-exitcodes",
+    ]);
+    again.expect(0);
+
+    let m = s.manifest("m.yaml", &manifest(&["feas-future"], "./channel", None));
+    let before = s.snapshot();
+    let out = s.run(&["apply", m.to_str().unwrap(), "--node", "master"]);
+    out.expect(4);
+    assert!(
+        out.stdout.contains("cannot be met") && out.stdout.contains("__glibc"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(s.snapshot(), before, "a failed solve writes nothing");
+    assert_eq!(run_script(&s, "feas-sys"), "feas-sys 1.0");
+}

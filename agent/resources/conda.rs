@@ -121,6 +121,21 @@ pub fn satisfies(specs: &[MatchSpec], records: &[&PackageRecord]) -> bool {
     needed.len() == records.len()
 }
 
+/// The virtual packages of this machine (`__linux`, `__glibc`, `__unix`, `__cuda` when a driver
+/// is there, `__archspec`), which packages such as conda-forge's python depend on. A detection
+/// that fails is logged and leaves the list empty: packages that need one then fail to solve with
+/// the solver's own explanation.
+fn system_virtual_packages() -> Vec<rattler_conda_types::GenericVirtualPackage> {
+    use rattler_virtual_packages::{VirtualPackage, VirtualPackageOverrides};
+    match VirtualPackage::detect(&VirtualPackageOverrides::default(), None) {
+        Ok(found) => found.into_iter().map(Into::into).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot detect this machine's virtual packages");
+            Vec::new()
+        }
+    }
+}
+
 /// `version`, with the build when two records share a version.
 fn describe(record: &PackageRecord, other: Option<&PackageRecord>) -> String {
     match other {
@@ -249,6 +264,7 @@ impl CondaEnv {
         let task = SolverTask {
             locked_packages: installed.iter().map(|r| &r.repodata_record).collect(),
             specs: self.specs.clone(),
+            virtual_packages: system_virtual_packages(),
             ..SolverTask::from_iter(&repodata)
         };
         let solved = rattler_solve::resolvo::Solver.solve(task).map_err(|e| {
