@@ -366,22 +366,11 @@ impl Resource for CondaEnv {
             });
         }
         let owners = &observed.owners;
-        if let Some(owner) = &self.owner
-            && (owners.is_empty() || owners.iter().any(|(o, _)| o != owner))
-        {
-            changes.push(Change::Owner {
-                from: owners.first().map(|(o, _)| o.clone()),
-                to: owner.clone(),
-            });
-        }
-        if let Some(group) = &observed.want_group
-            && (owners.is_empty() || owners.iter().any(|(_, g)| g != group))
-        {
-            changes.push(Change::Group {
-                from: owners.first().map(|(_, g)| g.clone()),
-                to: group.clone(),
-            });
-        }
+        changes.extend(super::ownership::tree_diff(
+            owners,
+            self.owner.as_deref(),
+            observed.want_group.as_deref(),
+        ));
         if let Some(solved) = &observed.solved {
             let have: Vec<&PackageRecord> = observed
                 .installed

@@ -99,6 +99,33 @@ fn missing(kind: &str, name: &str, file: &str, host: &Host) -> Error {
     ))
 }
 
+/// The owner and group changes for a whole tree (an environment), given the distinct
+/// `(owner, group)` pairs found in it: a change when the tree is new or any entry differs.
+pub fn tree_diff(
+    owners: &[(String, String)],
+    owner: Option<&str>,
+    group: Option<&str>,
+) -> Vec<Change> {
+    let mut changes = Vec::new();
+    if let Some(owner) = owner
+        && (owners.is_empty() || owners.iter().any(|(o, _)| o != owner))
+    {
+        changes.push(Change::Owner {
+            from: owners.first().map(|(o, _)| o.clone()),
+            to: owner.to_owned(),
+        });
+    }
+    if let Some(group) = group
+        && (owners.is_empty() || owners.iter().any(|(_, g)| g != group))
+    {
+        changes.push(Change::Group {
+            from: owners.first().map(|(_, g)| g.clone()),
+            to: group.to_owned(),
+        });
+    }
+    changes
+}
+
 /// Gives every entry of the tree (links themselves, not their targets) to the owner and group.
 pub fn chown_tree(
     host: &Host,
