@@ -14,7 +14,7 @@ use crate::host::{Host, Result};
 use crate::manifest::model::{ProbeSpec, RestartSpec, ServiceSpec as Spec};
 use crate::supervisor::{
     BackoffConfig, Check, Identity, LogConfig, Probe, ProcessSpec, RestartPolicy, ServiceSpec,
-    StopConfig,
+    SpawnError, StopConfig,
 };
 
 /// Where service logs go (a node path, under `--root`): `<name>.log`, rotated.
@@ -33,7 +33,7 @@ pub struct Service {
 
 impl Resource for Service {
     /// The supervised spec, or why it cannot be built on this node.
-    type Observed = std::result::Result<ServiceSpec, String>;
+    type Observed = std::result::Result<ServiceSpec, NotReady>;
 
     fn id(&self) -> String {
         format!("service:{}", self.spec.name)
@@ -65,15 +65,16 @@ impl Resource for Service {
         observed: &Self::Observed,
         write: bool,
     ) -> std::result::Result<Option<String>, String> {
-        if let Err(why) = observed {
+        if let Err(not_ready) = observed {
             // In check mode the user, groups and working directory that earlier resources of
             // this manifest create are not there yet: say so instead of failing the plan.
-            if !write && self.depends_on_this_run(why) {
+            if !write && not_ready.pending {
                 return Ok(Some(format!(
-                    "not started by apply; checked once the resources it needs exist ({why})"
+                    "not started by apply; checked once the resources it needs exist ({})",
+                    not_ready.why
                 )));
             }
-            return Err(why.clone());
+            return Err(not_ready.why.clone());
         }
         Ok(Some(
             "not started by apply: `provision agent MANIFEST` starts and supervises services"
@@ -82,24 +83,35 @@ impl Resource for Service {
     }
 }
 
-impl Service {
-    /// Whether `why` is about something this manifest creates before the service: its user, a
-    /// group, or its working directory (validation has checked that the manifest defines them).
-    fn depends_on_this_run(&self, why: &str) -> bool {
-        why.contains("unknown user")
-            || why.contains("unknown group")
-            || self
-                .spec
-                .working_dir
-                .as_ref()
-                .is_some_and(|d| why.contains(&format!("working_dir {d} is not a directory")))
+/// Why a service cannot be supervised on this node (yet).
+#[derive(Debug, Clone)]
+pub struct NotReady {
+    pub why: String,
+    /// It is missing something this manifest creates before it: its user, a group, its working
+    /// directory (validation has checked that the manifest defines them). Only check mode, where
+    /// those resources have not run, can see this state without a failed dependency.
+    pub pending: bool,
+}
+
+impl From<String> for NotReady {
+    fn from(why: String) -> NotReady {
+        NotReady {
+            why,
+            pending: false,
+        }
+    }
+}
+
+impl std::fmt::Display for NotReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)
     }
 }
 
 /// The supervisor's spec for `spec` on `host`: the identity from the root's account files, node
 /// paths (working directory, file probes, the log) resolved under the root. The command is not:
 /// it runs on this machine as it is.
-pub fn supervised(spec: &Spec, host: &Host) -> std::result::Result<ServiceSpec, String> {
+pub fn supervised(spec: &Spec, host: &Host) -> std::result::Result<ServiceSpec, NotReady> {
     let argv = spec.argv();
     let (program, args) = argv
         .split_first()
@@ -109,8 +121,15 @@ pub fn supervised(spec: &Spec, host: &Host) -> std::result::Result<ServiceSpec, 
         Some(user) => {
             let accounts = host.accounts().map_err(|e| e.to_string())?;
             Some(
-                Identity::resolve(&accounts, user, spec.group.as_deref(), &spec.groups)
-                    .map_err(|e| format!("service {}: {e}", spec.name))?,
+                Identity::resolve(&accounts, user, spec.group.as_deref(), &spec.groups).map_err(
+                    |e| NotReady {
+                        why: format!("service {}: {e}", spec.name),
+                        pending: matches!(
+                            e,
+                            SpawnError::UnknownUser(_) | SpawnError::UnknownGroup(_)
+                        ),
+                    },
+                )?,
             )
         }
     };
@@ -118,17 +137,21 @@ pub fn supervised(spec: &Spec, host: &Host) -> std::result::Result<ServiceSpec, 
         return Err(format!(
             "service {} would run as root (uid 0); set allow_root: true if it really must",
             spec.name
-        ));
+        )
+        .into());
     }
     let resolve = |p: &str| host.resolve(p).map_err(|e| e.to_string());
     let cwd = match &spec.working_dir {
         Some(dir) => {
             let real = resolve(dir)?;
             if !real.is_dir() {
-                return Err(format!(
-                    "service {}: working_dir {dir} is not a directory",
-                    spec.name
-                ));
+                return Err(NotReady {
+                    why: format!(
+                        "service {}: working_dir {dir} is not a directory",
+                        spec.name
+                    ),
+                    pending: true,
+                });
             }
             real
         }
