@@ -47,6 +47,7 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
+        common::adopt_orphans();
         let sb = Sandbox::debian();
         // The service user must reach the script and the event log inside the sandbox.
         std::fs::set_permissions(sb.tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -229,6 +230,7 @@ impl Drop for Agent {
                 .status();
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
         }
+        common::reap_adopted();
     }
 }
 

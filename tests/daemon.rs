@@ -25,6 +25,7 @@ struct Agent {
 
 impl Agent {
     fn start(sb: &Sandbox, manifest: &Path, extra: &[&str], env: &[(&str, &str)]) -> Agent {
+        common::adopt_orphans();
         let log = sb.tmp.path().join("agent.log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_provision"));
         cmd.args([
@@ -129,6 +130,7 @@ impl Drop for Agent {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
+        common::reap_adopted();
     }
 }
 

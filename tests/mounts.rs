@@ -494,6 +494,7 @@ impl Samba {
             );
             return None;
         };
+        common::adopt_orphans();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         for sub in [
@@ -556,6 +557,7 @@ impl Drop for Samba {
         let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGTERM);
         let _ = self.server.wait();
         let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+        common::reap_group(pgid.as_raw());
     }
 }
 

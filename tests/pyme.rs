@@ -16,6 +16,8 @@
 //!
 //! Run: `cargo test --test pyme -- --nocapture` (prints the timings BENCHMARKS.md records).
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -135,6 +137,7 @@ struct Overlays {
 
 impl Overlays {
     fn new() -> Overlays {
+        common::adopt_orphans();
         let tmp = tempfile::tempdir().unwrap();
         let mut holder = Command::new("unshare")
             .args(["-m", "--propagation", "private", "sleep", "3600"])
@@ -252,6 +255,7 @@ impl Drop for Overlays {
         }
         let _ = self.holder.kill();
         let _ = self.holder.wait();
+        common::reap_adopted();
     }
 }
 

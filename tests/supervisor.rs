@@ -38,6 +38,9 @@ fn open_dir() -> tempfile::TempDir {
 }
 
 fn sh(name: &str, script: &str, dir: &Path) -> ProcessSpec {
+    // Workers whose shell dies first come back to this test (which reaps them when it kills
+    // their group), not to PID 1: a CI runner that is PID 1 may take their exit for its own.
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
     ProcessSpec {
         name: name.into(),
         program: "/bin/sh".into(),

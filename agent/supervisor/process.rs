@@ -14,6 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::WaitPidFlag;
 use nix::unistd::{Gid, Pid, Uid};
 
 use super::logfile::{LogConfig, RotatingFile};
@@ -288,6 +289,7 @@ impl Process {
         while !group_members(self.pgid.as_raw()).is_empty() && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(1));
         }
+        reap_adopted_members(self.pgid.as_raw());
         self.exit.unwrap_or(Exit::Signal(Signal::SIGKILL as i32))
     }
 }
@@ -315,6 +317,40 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
         (pgrp == pgid && state != "Z" && state != "X").then_some(pid)
     })
     .collect()
+}
+
+/// Reaps the members of group `pgid` (its leader excepted) that ended as zombie children of this
+/// process. They are ours only where this process is a child subreaper (a worker whose parent in
+/// the service died first comes back to it, not to PID 1); elsewhere there are none and this does
+/// nothing. The leader is never reaped here: its `Child` does that.
+pub fn reap_adopted_members(pgid: i32) {
+    let me = std::process::id().to_string();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let mut fields = stat[close + 1..].split_whitespace();
+        let (Some("Z"), Some(ppid), Some(pgrp)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        if ppid == me && pgrp.parse() == Ok(pgid) && pid != pgid {
+            let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+        }
+    }
 }
 
 /// Drops privileges in the child between fork and exec: supplementary groups, then group, then

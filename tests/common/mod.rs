@@ -317,3 +317,69 @@ impl Drop for Namespace {
         let _ = self.holder.wait();
     }
 }
+
+/// Makes this test process the "child subreaper" of everything it starts: a process orphaned by
+/// a killed agent or server comes back to the test instead of to PID 1. A CI runner that is PID 1
+/// of its container may take such a stray exit for its own command's, and the test must end what
+/// it started anyway. Call [`reap_group`] or [`reap_adopted`] once the orphans are killed.
+pub fn adopt_orphans() {
+    nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
+}
+
+/// `(pid, state, ppid, pgrp)` of every process, from `/proc/PID/stat`.
+fn process_table() -> Vec<(i32, char, i32, i32)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name may hold spaces and parentheses: fields start after the last ')'.
+        let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+        let state = fields.next()?.chars().next()?;
+        let ppid = fields.next()?.parse().ok()?;
+        let pgrp = fields.next()?.parse().ok()?;
+        Some((pid, state, ppid, pgrp))
+    })
+    .collect()
+}
+
+/// Reaps, for up to 5 s, this process's children that `adopted` picks, until none is left. Only
+/// zombies are reaped, so a live child is waited for, never signalled.
+fn reap_where(adopted: impl Fn(i32, i32) -> bool) {
+    let me = std::process::id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let children: Vec<(i32, char)> = process_table()
+            .into_iter()
+            .filter(|&(pid, _, ppid, pgrp)| ppid == me && adopted(pid, pgrp))
+            .map(|(pid, state, ..)| (pid, state))
+            .collect();
+        if children.is_empty() || Instant::now() >= deadline {
+            return;
+        }
+        for (pid, state) in children {
+            if state == 'Z' {
+                let _ = nix::sys::wait::waitpid(
+                    nix::unistd::Pid::from_raw(pid),
+                    Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Reaps the adopted members of process group `pgid` (its leader must be waited for first, by
+/// whoever holds its `Child`).
+pub fn reap_group(pgid: i32) {
+    reap_where(|pid, pgrp| pgrp == pgid && pid != pgid);
+}
+
+/// Reaps every adopted child outside this test's own process group. Only for test binaries that
+/// start all their direct children in the test's group (the agent under test, `kill`, `unshare`),
+/// so that everything outside it was adopted: services of a killed agent and their children.
+pub fn reap_adopted() {
+    let own = nix::unistd::getpgrp().as_raw();
+    reap_where(|_, pgrp| pgrp != own);
+}
