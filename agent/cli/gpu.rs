@@ -30,6 +30,10 @@ pub struct GpuArgs {
     /// After reading, record XID errors for this long (e.g. `30s`, `5m`) and report them.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, conflicts_with = "from_file")]
     watch: Option<Duration>,
+    /// The root a `provision agent` runs for: the XIDs it recorded since it started are added to
+    /// the report (read from its status API, at the address it wrote under this root).
+    #[arg(long, default_value = "/", env = "PROVISION_ROOT")]
+    root: PathBuf,
 }
 
 /// The JSON output: the report as read, plus the verdicts.
@@ -58,6 +62,32 @@ impl GpuError {
     }
 }
 
+/// Adds the XIDs the node's agent recorded, where an agent wrote its status address under `root`.
+/// Without one the report says the XIDs were not watched; an agent that does not answer is noted
+/// on stderr, and the report goes on without them.
+fn agent_xids(root: &std::path::Path, report: &mut GpuReport) {
+    let Ok(addr) = std::fs::read_to_string(root.join("var/lib/provision/status.addr")) else {
+        return;
+    };
+    let addr = addr.trim();
+    match crate::cli::status::get(addr, "/gpu/xids", None)
+        .ok()
+        .and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok())
+    {
+        Some(doc) => {
+            if !crate::gpu::xid::attach_agent_json(&doc, report) {
+                eprintln!(
+                    "note: the agent at {addr} records no XIDs ({})",
+                    doc["reason"].as_str().unwrap_or("no reason given")
+                );
+            }
+        }
+        None => eprintln!(
+            "note: XIDs left out: the agent at {addr} does not answer (`provision gpu --watch 1m` records them for a while)"
+        ),
+    }
+}
+
 pub fn run(args: &GpuArgs) -> Result<u8, GpuError> {
     let report = match &args.from_file {
         Some(path) => {
@@ -72,7 +102,11 @@ pub fn run(args: &GpuArgs) -> Result<u8, GpuError> {
             let host = crate::facts::hostname();
             match args.watch {
                 Some(d) => crate::gpu::read::read_watching(&host, d)?,
-                None => crate::gpu::read(&host)?,
+                None => {
+                    let mut report = crate::gpu::read(&host)?;
+                    agent_xids(&args.root, &mut report);
+                    report
+                }
             }
         }
     };

@@ -110,7 +110,7 @@ pub fn run(config: &Config) -> Result<(), Error> {
     let host = Host::new(&config.root)?;
     let _lock = lock(&host)?;
     orphans::kill_left_over(&host);
-    let board = status::Board::new(&loaded.node);
+    let board = status::Board::new(&loaded.node).with_xids(crate::gpu::xid::AgentXids::start());
     let _server = match &config.status {
         Some(listen) => Some(status::serve(listen, &host, board.clone())?),
         None => None,

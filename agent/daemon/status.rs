@@ -145,6 +145,8 @@ struct Inner {
 pub struct Board {
     inner: Arc<Mutex<Inner>>,
     started: SystemTime,
+    /// The agent's GPU XID record (`/gpu/xids`, `/metrics`).
+    xids: Option<crate::gpu::xid::AgentXids>,
 }
 
 impl Board {
@@ -155,7 +157,22 @@ impl Board {
                 ..Inner::default()
             })),
             started: SystemTime::now(),
+            xids: None,
         }
+    }
+
+    /// Shows the agent's XID record on `/gpu/xids`, in `/status` and in `/metrics`.
+    pub fn with_xids(mut self, xids: crate::gpu::xid::AgentXids) -> Board {
+        self.xids = Some(xids);
+        self
+    }
+
+    /// The `/gpu/xids` document (`{"watching": false, ...}` where the agent keeps no record).
+    pub fn xids_json(&self) -> Value {
+        self.xids.as_ref().map_or_else(
+            || json!({"watching": false, "reason": "this agent keeps no XID record"}),
+            crate::gpu::xid::AgentXids::json,
+        )
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -288,6 +305,7 @@ impl Board {
             "resources": resources,
             "services": services,
             "drift": {"repairs_total": inner.drift_total, "events": drift},
+            "gpu_xids": self.xids_json(),
         })
     }
 
@@ -379,6 +397,19 @@ impl Board {
                     ("{status=\"failed\"}".into(), s.failed as f64),
                     ("{status=\"skipped\"}".into(), s.skipped as f64),
                 ],
+            );
+        }
+        if let Some(xids) = &self.xids {
+            let samples: Vec<(String, f64)> = xids
+                .samples()
+                .into_iter()
+                .map(|(gpu, xid, n)| (format!("{{gpu=\"{gpu}\",xid=\"{xid}\"}}"), n as f64))
+                .collect();
+            family(
+                "provision_gpu_xid_errors_total",
+                "counter",
+                "XID errors per GPU and XID since the agent started (a counter, unlike dcgm-exporter's last-XID gauge).",
+                &samples,
             );
         }
         out
@@ -531,10 +562,15 @@ fn handle(stream: TcpStream, board: &Board, token: Option<&str>) {
                 "text/plain; version=0.0.4; charset=utf-8",
                 board.metrics(),
             ),
+            "/gpu/xids" => (
+                "200 OK",
+                "application/json",
+                serde_json::to_string_pretty(&board.xids_json()).unwrap_or_default() + "\n",
+            ),
             _ => (
                 "404 Not Found",
                 "text/plain",
-                "endpoints: /health /status /metrics\n".to_owned(),
+                "endpoints: /health /status /metrics /gpu/xids\n".to_owned(),
             ),
         }
     };
