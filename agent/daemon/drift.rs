@@ -1,5 +1,10 @@
 //! Drift watch: inotify on the files this node's resources manage, so a hand edit (or a package
 //! upgrade) of a managed file is repaired at once instead of at the next periodic reconcile.
+//! Resources add what their id does not name ([`Resource::drift_watch`]): a mount its fstab, its
+//! credentials file and the live mount table (`/proc/self/mountinfo`, which `poll` reports
+//! changed with `POLLPRI`), a Python environment its package folder (any entry).
+//!
+//! [`Resource::drift_watch`]: crate::engine::Resource::drift_watch
 //!
 //! The watches are on the *parent directories* of the managed paths, not on the files: every write
 //! (ours and most editors') replaces a file by a rename, which would silently end a watch on the
@@ -23,7 +28,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
 use super::Wake;
-use crate::engine::Step;
+use crate::engine::{DriftWatch, Step};
 use crate::host::Host;
 
 /// Quiet time after the last event before the agent looks: long enough to cover an editor's
@@ -33,22 +38,47 @@ pub const DEBOUNCE: Duration = Duration::from_millis(10);
 /// The account files that `user:` and `group:` resources edit.
 const ACCOUNT_FILES: [&str; 4] = ["/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow"];
 
-/// The node paths a set of steps manages, each with the resource ids that manage it. Only kinds
-/// whose whole state is a path's content and metadata: a mount's state is the mount table and a
-/// venv a whole tree, which inotify on one path cannot see.
-pub fn managed_paths(steps: &[Step]) -> BTreeMap<String, Vec<String>> {
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+/// What a set of steps asks the drift watch to look at.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Managed {
+    /// Node path → the resource ids that manage it. A path ending in `/` is a directory any of
+    /// whose entries counts.
+    pub paths: BTreeMap<String, Vec<String>>,
+    /// The resources that the live mount table concerns.
+    pub mounts: Vec<String>,
+}
+
+/// The node paths a set of steps manages, each with the resource ids that manage it: files,
+/// hosts, directories and account files by their ids, and what each resource adds.
+pub fn managed(steps: &[Step]) -> Managed {
+    let mut out = Managed::default();
     for step in steps {
         let Some((kind, key)) = step.id.split_once(':') else {
             continue;
         };
-        let paths: Vec<&str> = match kind {
-            "file" | "hosts" | "fstab" | "directory" if key.starts_with('/') => vec![key],
-            "user" | "group" => ACCOUNT_FILES.to_vec(),
-            _ => continue,
+        let mut paths: Vec<String> = match kind {
+            "file" | "hosts" | "fstab" | "directory" if key.starts_with('/') => vec![key.into()],
+            "user" | "group" => ACCOUNT_FILES.iter().map(|&p| p.to_owned()).collect(),
+            _ => Vec::new(),
         };
+        if let Ok(body) = &step.body {
+            for w in body.drift_watch() {
+                match w {
+                    DriftWatch::Path(p) if p.starts_with('/') => paths.push(p),
+                    DriftWatch::Path(_) => {}
+                    DriftWatch::Mounts => {
+                        if !out.mounts.contains(&step.id) {
+                            out.mounts.push(step.id.clone());
+                        }
+                    }
+                }
+            }
+        }
         for p in paths {
-            out.entry(p.to_owned()).or_default().push(step.id.clone());
+            let ids = out.paths.entry(p).or_default();
+            if !ids.contains(&step.id) {
+                ids.push(step.id.clone());
+            }
         }
     }
     out
@@ -59,6 +89,13 @@ pub fn managed_paths(steps: &[Step]) -> BTreeMap<String, Vec<String>> {
 struct Targets {
     /// Watched directory → (file name in it → resource ids).
     dirs: BTreeMap<WatchDescriptor, BTreeMap<OsString, Vec<String>>>,
+    /// Watched directory whose every entry counts → resource ids.
+    whole: BTreeMap<WatchDescriptor, Vec<String>>,
+    /// The resources a change of the mount table concerns.
+    mounts: Vec<String>,
+    /// The mount table changed while no resource asked about it (before the first watch, say,
+    /// during the first reconcile): the next watch that has mounts looks at once.
+    mounts_missed: bool,
 }
 
 /// The running watch. Dropping it leaves the thread blocked in `poll`; the agent only drops it
@@ -66,6 +103,7 @@ struct Targets {
 pub struct Drift {
     inotify: Arc<Inotify>,
     targets: Arc<Mutex<Targets>>,
+    wake: Sender<Wake>,
 }
 
 impl Drift {
@@ -77,21 +115,36 @@ impl Drift {
                 .map_err(std::io::Error::from)?,
         );
         let targets = Arc::new(Mutex::new(Targets::default()));
-        let (i, t) = (inotify.clone(), targets.clone());
+        let (i, t, w) = (inotify.clone(), targets.clone(), wake.clone());
         std::thread::Builder::new()
             .name("drift".into())
-            .spawn(move || watch_loop(&i, &t, &wake))?;
-        Ok(Drift { inotify, targets })
+            .spawn(move || watch_loop(&i, &t, &w))?;
+        Ok(Drift {
+            inotify,
+            targets,
+            wake,
+        })
     }
 
     /// Watches the managed paths of `steps` (call after each reconcile: a directory that was
     /// created, or removed and made again, gets its watch back; paths no longer managed lose it).
     pub fn watch(&self, host: &Host, steps: &[Step]) {
         let mut dirs: BTreeMap<WatchDescriptor, BTreeMap<OsString, Vec<String>>> = BTreeMap::new();
-        for (path, ids) in managed_paths(steps) {
-            let Ok(real) = host.resolve(&path) else {
+        let mut whole: BTreeMap<WatchDescriptor, Vec<String>> = BTreeMap::new();
+        let managed = managed(steps);
+        for (path, ids) in managed.paths {
+            let Ok(real) = host.resolve(path.trim_end_matches('/')) else {
                 continue;
             };
+            if path.ends_with('/') {
+                match self.add(&real) {
+                    Ok(wd) => whole.entry(wd).or_default().extend(ids),
+                    Err(e) => {
+                        tracing::debug!(dir = %real.display(), error = %e, "cannot watch for drift")
+                    }
+                }
+                continue;
+            }
             let (Some(dir), Some(name)) = (real.parent(), real.file_name()) else {
                 continue;
             };
@@ -109,12 +162,20 @@ impl Drift {
             }
         }
         let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
-        for old in targets.dirs.keys() {
-            if !dirs.contains_key(old) {
+        for old in targets.dirs.keys().chain(targets.whole.keys()) {
+            if !dirs.contains_key(old) && !whole.contains_key(old) {
                 let _ = self.inotify.rm_watch(*old);
             }
         }
         targets.dirs = dirs;
+        targets.whole = whole;
+        targets.mounts = managed.mounts;
+        if targets.mounts.is_empty() {
+            return;
+        }
+        if std::mem::take(&mut targets.mounts_missed) {
+            let _ = self.wake.send(Wake::Drift(targets.mounts.clone()));
+        }
     }
 
     fn add(&self, dir: &Path) -> nix::Result<WatchDescriptor> {
@@ -132,36 +193,82 @@ impl Drift {
     }
 }
 
+/// Reads the mount table to its end, which re-arms its `POLLPRI`.
+fn reread(f: &mut std::fs::File) {
+    use std::io::{Read, Seek};
+    let _ = f.rewind();
+    let _ = std::io::copy(&mut f.by_ref(), &mut std::io::sink());
+}
+
 /// Blocks in `poll` (no timer while nothing happens), collects the resources touched by a burst
 /// of events, and sends them once the burst has been quiet for [`DEBOUNCE`].
 fn watch_loop(inotify: &Inotify, targets: &Mutex<Targets>, wake: &Sender<Wake>) {
     let mut pending: Vec<String> = Vec::new();
     let mut deadline: Option<Instant> = None;
+    // The mount table: `poll` says POLLPRI once it changed; reading it again re-arms that.
+    let mut mountinfo = std::fs::File::open("/proc/self/mountinfo").ok();
+    if let Some(f) = &mut mountinfo {
+        reread(f);
+    }
     loop {
         let timeout = match deadline {
             None => PollTimeout::NONE,
             Some(d) => PollTimeout::try_from(d.saturating_duration_since(Instant::now()))
                 .unwrap_or(PollTimeout::ZERO),
         };
-        let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, timeout) {
-            Ok(0) => {
-                if !pending.is_empty()
-                    && wake
-                        .send(Wake::Drift(std::mem::take(&mut pending)))
-                        .is_err()
-                {
+        let (inotify_ready, mounts_changed) = {
+            let mut fds = vec![PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
+            if let Some(f) = &mountinfo {
+                fds.push(PollFd::new(f.as_fd(), PollFlags::POLLPRI));
+            }
+            match poll(&mut fds, timeout) {
+                Ok(0) => (false, false),
+                Ok(_) => {
+                    let flag = |i: usize, f: PollFlags| {
+                        fds.get(i)
+                            .and_then(PollFd::revents)
+                            .is_some_and(|r| r.intersects(f))
+                    };
+                    (
+                        flag(0, PollFlags::POLLIN),
+                        flag(1, PollFlags::POLLPRI | PollFlags::POLLERR),
+                    )
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "the drift watch stopped; drift is repaired at the periodic reconcile only");
                     return;
                 }
-                deadline = None;
-                continue;
             }
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => {
-                tracing::error!(error = %e, "the drift watch stopped; drift is repaired at the periodic reconcile only");
+        };
+        if mounts_changed {
+            if let Some(f) = &mut mountinfo {
+                reread(f);
+            }
+            let mut targets = targets.lock().unwrap_or_else(|e| e.into_inner());
+            targets.mounts_missed = targets.mounts.is_empty();
+            if !targets.mounts.is_empty() {
+                for id in &targets.mounts {
+                    if !pending.contains(id) {
+                        pending.push(id.clone());
+                    }
+                }
+                deadline = Some(Instant::now() + DEBOUNCE);
+            }
+        }
+        if !inotify_ready && !mounts_changed {
+            if !pending.is_empty()
+                && wake
+                    .send(Wake::Drift(std::mem::take(&mut pending)))
+                    .is_err()
+            {
                 return;
             }
+            deadline = None;
+            continue;
+        }
+        if !inotify_ready {
+            continue;
         }
         let events = match inotify.read_events() {
             Ok(ev) => ev,
@@ -173,10 +280,20 @@ fn watch_loop(inotify: &Inotify, targets: &Mutex<Targets>, wake: &Sender<Wake>) 
         };
         let targets = targets.lock().unwrap_or_else(|e| e.into_inner());
         for ev in events {
-            let ids = ev
+            let named = ev
                 .name
                 .as_ref()
                 .and_then(|n| targets.dirs.get(&ev.wd)?.get(n));
+            let whole = targets.whole.get(&ev.wd);
+            let ids: Option<Vec<&String>> = match (named, whole) {
+                (None, None) => None,
+                (a, b) => Some(
+                    a.into_iter()
+                        .flatten()
+                        .chain(b.into_iter().flatten())
+                        .collect(),
+                ),
+            };
             if let Some(ids) = ids {
                 for id in ids {
                     if !pending.contains(id) {
@@ -217,7 +334,7 @@ mod tests {
             step("mount:/mnt/data"),
             step("venv:/opt/env"),
         ];
-        let m = managed_paths(&steps);
+        let m = managed(&steps).paths;
         let keys: Vec<&str> = m.keys().map(String::as_str).collect();
         assert_eq!(
             keys,

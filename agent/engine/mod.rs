@@ -12,7 +12,7 @@ use std::time::Instant;
 use crate::host::Host;
 pub use change::{Change, ContentDiff, MountAction};
 pub use report::{ChangeEntry, Report, ResourceReport, Status, Summary};
-pub use resource::{Failure, Need, Outcome, Reconcile, Resource};
+pub use resource::{DriftWatch, Failure, Need, Outcome, Reconcile, Resource};
 
 /// One resource to run: built, or the reason it could not be built (a template that does not
 /// render, say), which fails it without stopping the others.

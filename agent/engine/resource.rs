@@ -46,6 +46,25 @@ pub trait Resource {
     fn verify(&self, _observed: &Self::Observed, _write: bool) -> Result<Option<String>, String> {
         Ok(None)
     }
+
+    /// What the agent's drift watch (inotify) should look at for this resource beyond what its id
+    /// names: node paths of files it manages, and directories whose every entry counts (written
+    /// with a trailing `/`, e.g. a venv's `site-packages/`). [`DriftWatch::Mounts`] asks for the
+    /// live mount table. Most kinds keep the default (files, hosts and directories are watched by
+    /// their id).
+    fn drift_watch(&self) -> Vec<DriftWatch> {
+        Vec::new()
+    }
+}
+
+/// One thing the drift watch looks at for a resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DriftWatch {
+    /// A node path: a file (its content and metadata), or with a trailing `/`, any entry of that
+    /// directory.
+    Path(String),
+    /// The live mount table (`/proc/self/mountinfo`): a mount or unmount anywhere wakes the agent.
+    Mounts,
 }
 
 /// The outcome of reconciling one resource.
@@ -82,6 +101,8 @@ pub trait Reconcile {
     /// fail if the node still differs (an apply that does not converge is a bug to report, not to
     /// hide).
     fn reconcile(&self, host: &Host, write: bool) -> Result<Outcome, Failure>;
+    /// [`Resource::drift_watch`].
+    fn drift_watch(&self) -> Vec<DriftWatch>;
 }
 
 impl<R: Resource> Reconcile for R {
@@ -91,6 +112,10 @@ impl<R: Resource> Reconcile for R {
 
     fn needs(&self) -> Vec<Need> {
         Resource::needs(self)
+    }
+
+    fn drift_watch(&self) -> Vec<DriftWatch> {
+        Resource::drift_watch(self)
     }
 
     fn reconcile(&self, host: &Host, write: bool) -> Result<Outcome, Failure> {

@@ -14,7 +14,7 @@ use std::path::Path;
 use super::cifs::Credentials;
 use super::fstab::{self, Entry};
 use super::ownership::{Ownership, Seen};
-use crate::engine::{Change, ContentDiff, MountAction, Need, Resource};
+use crate::engine::{Change, ContentDiff, DriftWatch, MountAction, Need, Resource};
 use crate::host::mounts::{self, Mounted};
 use crate::host::{Error, Host, Kind, Meta, Result, Stat};
 use crate::manifest::model::MountState;
@@ -586,6 +586,16 @@ impl Resource for Mount {
 
     fn id(&self) -> String {
         format!("mount:{}", self.target)
+    }
+
+    /// fstab, the credentials file, and the live mount table: an unmount, a mount from another
+    /// source or a hand edit of either file is repaired at once.
+    fn drift_watch(&self) -> Vec<DriftWatch> {
+        let mut watch = vec![DriftWatch::Path(self.fstab.clone()), DriftWatch::Mounts];
+        if let Some(c) = &self.credentials {
+            watch.push(DriftWatch::Path(c.path.clone()));
+        }
+        watch
     }
 
     fn needs(&self) -> Vec<Need> {

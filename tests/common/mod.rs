@@ -276,6 +276,11 @@ impl Namespace {
         }
     }
 
+    /// The pid of the process holding the namespace (for `nsenter -t`).
+    pub fn pid(&self) -> u32 {
+        self.holder.id()
+    }
+
     /// The namespace's mount table.
     pub fn mountinfo(&self) -> String {
         std::fs::read_to_string(format!("/proc/{}/mountinfo", self.holder.id())).unwrap()
