@@ -253,6 +253,39 @@ pub fn install(python: &Path, args: &[String], what: &str, env_path: &str) -> Re
     )))
 }
 
+/// Installs, group after group, the requirements of `groups` that the environment at `real`
+/// (`env_path` on the node) does not satisfy, with its own `bin/python`: the one pip step of
+/// `venv` and `conda_env`.
+pub fn install_groups(
+    host: &crate::host::Host,
+    real: &Path,
+    env_path: &str,
+    groups: &[Group],
+) -> Result<()> {
+    let mut have = installed(real)?;
+    let python = real.join("bin/python");
+    for group in groups {
+        let missing: Vec<&Wanted> = group
+            .wanted
+            .iter()
+            .filter(|w| !have.get(w.name()).is_some_and(|v| w.satisfied_by(v)))
+            .collect();
+        if missing.is_empty() {
+            continue;
+        }
+        if !python.exists() {
+            return Err(Error::Other(format!(
+                "{env_path} has pip requirements but no bin/python to install them with: add python and pip to its packages"
+            )));
+        }
+        let args = install_args(&group.options, &missing, &|p| host.resolve(p))?;
+        let what: Vec<&str> = missing.iter().map(|w| w.text.as_str()).collect();
+        install(&python, &args, &what.join(" "), env_path)?;
+        have = installed(real)?;
+    }
+    Ok(())
+}
+
 /// The last `n` lines of `text`.
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.trim_end().lines().collect();

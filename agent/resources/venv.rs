@@ -184,31 +184,16 @@ impl Resource for Venv {
 
     fn apply(&self, host: &Host, observed: &Observed, _changes: &[Change]) -> Result<()> {
         let real = host.resolve(&self.path)?;
-        let mut installed = match &observed.found {
-            Some(found) if self.version_differs(found).is_none() => found.installed.clone(),
+        match &observed.found {
+            Some(found) if self.version_differs(found).is_none() => {}
             found => {
                 if found.is_some() {
                     std::fs::remove_dir_all(&real).map_err(Error::io("remove", &real))?;
                 }
                 self.create(host, &real)?;
-                pip::installed(&real)?
             }
-        };
-        let python = real.join("bin/python");
-        for group in &self.groups {
-            let missing: Vec<&pip::Wanted> = group
-                .wanted
-                .iter()
-                .filter(|w| !installed.get(w.name()).is_some_and(|v| w.satisfied_by(v)))
-                .collect();
-            if missing.is_empty() {
-                continue;
-            }
-            let args = pip::install_args(&group.options, &missing, &|p| host.resolve(p))?;
-            let what: Vec<&str> = missing.iter().map(|w| w.text.as_str()).collect();
-            pip::install(&python, &args, &what.join(" "), &self.path)?;
-            installed = pip::installed(&real)?;
         }
+        pip::install_groups(host, &real, &self.path, &self.groups)?;
         if self.owner.is_some() || self.group.is_some() {
             chown_tree(host, &real, self.owner.as_deref(), self.group.as_deref())?;
         }
