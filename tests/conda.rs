@@ -339,7 +339,7 @@ fn the_base_installation_condarc_and_named_envs_come_from_conda_settings() {
             "file:/opt/conda/.condarc",
             "conda_env:/opt/conda/envs/tiny"
         ],
-        "the base first, then its .condarc and environments"
+        "the base, its .condarc, then its environments"
     );
     assert_eq!(run_at(&s, "/opt/conda/bin/conda", &[]), "conda 24.9.2");
     assert_eq!(run_at(&s, "/opt/conda/bin/mamba", &[]), "mamba 1.5.10");

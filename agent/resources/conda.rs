@@ -230,6 +230,31 @@ fn chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// Whether a channel error is the network's (no route, no DNS, refused, timed out), not the
+/// channel's content.
+pub fn unreachable(cause: &str) -> bool {
+    [
+        "dns error",
+        "error sending request",
+        "Connection refused",
+        "timed out",
+        "Network is unreachable",
+    ]
+    .iter()
+    .any(|sign| cause.contains(sign))
+}
+
+/// An install that failed for lack of space says so first, since rattler nests it deep.
+fn install_error(prefix: &str, cause: String) -> Error {
+    if cause.contains("No space left on device") || cause.contains("os error 28") {
+        Error::Other(format!(
+            "installing into {prefix} failed: the disk is full (free space where the environment and the package cache live, then apply again; downloads already in the cache are kept): {cause}"
+        ))
+    } else {
+        Error::Other(format!("installing into {prefix} failed: {cause}"))
+    }
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -281,11 +306,18 @@ impl CondaEnv {
         let repodata = runtime()?
             .block_on(query.into_future())
             .map_err(|e| {
-                Error::Other(format!(
-                    "cannot read the channels ({}): {}",
-                    self.channel_names(),
-                    chain(&e)
-                ))
+                let cause = chain(&e);
+                if unreachable(&cause) {
+                    Error::Other(format!(
+                        "cannot reach the channels ({}) from this machine: {cause}; check the network and proxy, or install from a local channel folder",
+                        self.channel_names()
+                    ))
+                } else {
+                    Error::Other(format!(
+                        "cannot read the channels ({}): {cause}",
+                        self.channel_names()
+                    ))
+                }
             })?
             .repodata;
         let task = SolverTask {
@@ -489,13 +521,7 @@ impl Resource for CondaEnv {
                 .with_requested_specs(self.specs.clone());
             runtime()?
                 .block_on(installer.install(&real, solved.clone()))
-                .map_err(|e| {
-                    Error::Other(format!(
-                        "installing into {} failed: {}",
-                        self.prefix,
-                        chain(&e)
-                    ))
-                })?;
+                .map_err(|e| install_error(&self.prefix, chain(&e)))?;
         }
         pip::install_groups(host, &real, &self.prefix, &self.pip)?;
         if self.owner.is_some() || self.group.is_some() {
@@ -559,6 +585,23 @@ mod tests {
             .map(ToString::to_string)
             .collect();
         assert_eq!(texts, ["install conda package feas-a 1.0"]);
+    }
+
+    #[test]
+    fn network_failures_and_full_disks_are_named() {
+        assert!(unreachable(
+            "error sending request for url (https://conda.anaconda.org/conda-forge/linux-64/repodata_shards.msgpack.zst): client error (Connect): dns error: failed to lookup address information"
+        ));
+        assert!(!unreachable(
+            "could not find subdir 'noarch' in channel 'file:///srv/channel/'"
+        ));
+        let full = install_error(
+            "/opt/envs/x",
+            "failed to link: No space left on device (os error 28)".into(),
+        );
+        assert!(full.to_string().contains("the disk is full"), "{full}");
+        let other = install_error("/opt/envs/x", "permission denied".into());
+        assert!(!other.to_string().contains("disk is full"));
     }
 
     #[test]

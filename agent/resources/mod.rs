@@ -109,8 +109,8 @@ fn conda_base(m: &Manifest, sel: &NodeSelection<'_>) -> Option<String> {
         .map(|c| c.root.trim_end_matches('/').to_owned())
 }
 
-/// The base installation (a `conda_env` at the root) and the managed `.condarc`, which comes
-/// after it (a base is only made in a root that holds nothing else of note).
+/// The base installation (a `conda_env` at the root) and the managed `.condarc` (which a base
+/// may be made beside, so the two do not wait for each other).
 fn conda_steps(m: &Manifest, sel: &NodeSelection<'_>) -> Vec<Step> {
     let (Some(c), Some(located)) = (conda_here(m, sel), m.conda.as_ref()) else {
         return Vec::new();
@@ -118,7 +118,6 @@ fn conda_steps(m: &Manifest, sel: &NodeSelection<'_>) -> Vec<Step> {
     let dir = m.dir_of(&located.origin);
     let root = c.root.trim_end_matches('/');
     let mut steps = Vec::new();
-    let mut after = Vec::new();
     if !c.base.is_empty() {
         let body = (|| -> Result<Box<dyn Reconcile>, String> {
             Ok(Box::new(CondaEnv {
@@ -145,19 +144,17 @@ fn conda_steps(m: &Manifest, sel: &NodeSelection<'_>) -> Vec<Step> {
                 installation: None,
             }))
         })();
-        let id = format!("conda_env:{root}");
         steps.push(Step {
-            id: id.clone(),
+            id: format!("conda_env:{root}"),
             after: Vec::new(),
             body,
         });
-        after.push(id);
     }
     if c.manages_condarc() {
         let path = format!("{root}/.condarc");
         steps.push(Step {
             id: format!("file:{path}"),
-            after,
+            after: Vec::new(),
             body: Ok(Box::new(File {
                 path,
                 state: State::Present,
