@@ -641,3 +641,38 @@ fn pip_requirements_on_a_conda_env_use_its_own_python() {
     );
     assert!(run_at(&s, "/opt/envs/py/bin/python", &["-c", probe]).starts_with("2.0 "));
 }
+
+#[test]
+fn a_full_disk_says_so_and_the_next_apply_finishes() {
+    // A real full filesystem: an 8 KiB tmpfs over /opt/envs, in a private mount namespace.
+    let test = "a_full_disk_says_so_and_the_next_apply_finishes";
+    let Some(ns) = common::Namespace::new(test) else {
+        return;
+    };
+    let s = Sandbox::debian();
+    build_channel(&s.work().join("channel"));
+    let envs = s.path("/opt/envs");
+    std::fs::create_dir_all(&envs).unwrap();
+    ns.sh(&format!(
+        "mount -t tmpfs -o size=8k tmpfs {}",
+        envs.display()
+    ));
+    let m = s.manifest("m.yaml", &manifest(&["feas-a"], "./channel", None));
+    let m = m.to_str().unwrap();
+    let full = s.run_in(&ns, &["apply", m, "--node", "master", "--json"], &[]);
+    full.expect(4);
+    let error = resource(&full.json(), ID)["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        error.contains("the disk is full") && error.contains("No space left on device"),
+        "{error}"
+    );
+
+    // Space again (the tmpfs goes): the next apply makes the environment.
+    ns.sh(&format!("umount {}", envs.display()));
+    let again = s.run_in(&ns, &["apply", m, "--node", "master", "--json"], &[]);
+    again.expect(0);
+    assert_eq!(run_script(&s, "feas-a"), "feas-a 1.0");
+}

@@ -519,9 +519,15 @@ impl Resource for CondaEnv {
                 .with_target_platform(Subdir::current().unwrap_or(Subdir::NoArch))
                 .with_installed_packages(observed.installed.clone())
                 .with_requested_specs(self.specs.clone());
-            runtime()?
-                .block_on(installer.install(&real, solved.clone()))
-                .map_err(|e| install_error(&self.prefix, chain(&e)))?;
+            let what = format!("{}: installing {} packages", self.id(), solved.len());
+            let runtime = runtime()?;
+            super::progress::with_progress(
+                &what,
+                super::progress::EVERY,
+                &super::progress::say,
+                || runtime.block_on(installer.install(&real, solved.clone())),
+            )
+            .map_err(|e| install_error(&self.prefix, chain(&e)))?;
         }
         pip::install_groups(host, &real, &self.prefix, &self.pip)?;
         if self.owner.is_some() || self.group.is_some() {

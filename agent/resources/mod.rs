@@ -17,6 +17,7 @@ mod kernel;
 mod mount;
 mod ownership;
 pub mod pip;
+mod progress;
 pub mod service;
 mod venv;
 
