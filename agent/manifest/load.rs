@@ -307,7 +307,7 @@ pub(super) fn parse_error(source: &SourceFile, text: &str, e: &serde_saphyr::Err
     let hint = if message.starts_with("expected a mapping")
         && yaml_path.as_deref().unwrap_or("").is_empty()
     {
-        "a manifest is a mapping: nodes:, resources:, and if needed cluster:, vars:, include:"
+        "a manifest is a mapping: nodes:, resources:, and if needed cluster:, conda:, vars:, include:"
     } else {
         parse_hint(&message)
     };

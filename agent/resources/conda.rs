@@ -484,9 +484,12 @@ impl Resource for CondaEnv {
             .filter(|s| !records.iter().any(|r| s.matches(*r)))
             .map(ToString::to_string)
             .collect();
+        let count = match records.len() {
+            1 => "1 package".to_owned(),
+            n => format!("{n} packages"),
+        };
         let mut note = format!(
-            "adopted the existing installation ({} packages{conda}); provision leaves its packages as they are",
-            records.len()
+            "adopted the existing installation ({count}{conda}); provision leaves its packages as they are"
         );
         if !unmet.is_empty() {
             note.push_str(&format!(
