@@ -4,7 +4,11 @@
 //! and installed by rattler under a temporary root. Create, a re-apply that changes nothing and
 //! reads no channel, an upgrade by a changed spec, a removal, an unsatisfiable spec and a missing
 //! channel that fail with a reason and leave the old environment working, and an environment
-//! owned by the manifest's user.
+//! owned by the manifest's user. Then the `conda:` settings: a base installation made from the
+//! channel's stand-in conda and mamba, `.condarc`, named environments, an existing installation
+//! adopted untouched, `from: environment.yml`, pip groups installed by a conda env's own python,
+//! a real full disk, and project envs registered as kernels of a JupyterLab env (ipykernel from
+//! PyPI, listed by real `jupyter kernelspec list`).
 
 mod common;
 
@@ -675,4 +679,90 @@ fn a_full_disk_says_so_and_the_next_apply_finishes() {
     let again = s.run_in(&ns, &["apply", m, "--node", "master", "--json"], &[]);
     again.expect(0);
     assert_eq!(run_script(&s, "feas-a"), "feas-a 1.0");
+}
+
+fn pypi_reachable() -> bool {
+    use std::net::{TcpStream, ToSocketAddrs};
+    "pypi.org:443"
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| TcpStream::connect_timeout(&a, std::time::Duration::from_secs(5)).is_ok())
+}
+
+#[test]
+fn project_envs_are_kernels_of_a_conda_jupyterlab_env() {
+    // The JupyterLab example's shape for real: a base, a JupyterLab env and a project env under
+    // /opt/conda, ipykernel from PyPI installed by each env's own python, the project registered
+    // as a kernel in the JupyterLab env and seen there by real `jupyter kernelspec list`. The
+    // envs' python is the fixture's (this machine's interpreter, packaged venv-style); JupyterLab
+    // itself is not installed (jupyter_client, which ipykernel brings, lists kernels).
+    let test = "project_envs_are_kernels_of_a_conda_jupyterlab_env";
+    if !pypi_reachable() {
+        eprintln!("SKIP {test}: pypi.org is not reachable, so ipykernel cannot be installed");
+        return;
+    }
+    let s = Sandbox::debian();
+    let channel = s.work().join("channel");
+    build_channel(&channel);
+    let repodata = std::fs::read_to_string(channel.join("noarch/repodata.json")).unwrap();
+    if !repodata.contains("\"python-") {
+        eprintln!("SKIP {test}: no bundled pip wheel to build the channel's python and pip from");
+        return;
+    }
+    let m = s.manifest(
+        "m.yaml",
+        &format!(
+            "{}{NODE}resources:\n  - conda_env:\n      name: jlab\n      specs: [python, pip]\n      pip:\n        - packages: [ipykernel]\n  - conda_env:\n      name: proj\n      specs: [python, pip]\n      pip:\n        - packages: [ipykernel]\n  - jupyter_kernel: {{name: proj, display_name: Project, env: /opt/conda/envs/proj, prefix: /opt/conda/envs/jlab}}\n",
+            conda_settings("[conda]")
+        ),
+    );
+    let m = m.to_str().unwrap();
+    let first = s.run(&["apply", m, "--node", "master", "--json"]);
+    first.expect(0);
+    let home = s.tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg(s.path("/opt/conda/envs/jlab/bin/python"))
+        .args(["-m", "jupyter", "kernelspec", "list", "--json"])
+        .env("HOME", &home)
+        .env_remove("JUPYTER_PATH")
+        .env_remove("JUPYTER_DATA_DIR")
+        .env_remove("JUPYTER_CONFIG_DIR")
+        .output()
+        .expect("run jupyter");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let specs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let proj = &specs["kernelspecs"]["proj"];
+    assert_eq!(
+        proj["resource_dir"],
+        s.path("/opt/conda/envs/jlab/share/jupyter/kernels/proj")
+            .to_str()
+            .unwrap(),
+        "{specs:#}"
+    );
+    assert_eq!(proj["spec"]["display_name"], "Project");
+    // The node's path of the project env's own python (the kernel is for the node, not the root),
+    // with ipykernel's flag for Python 3.11 and newer.
+    let minor: u32 = run_at(
+        &s,
+        "/opt/conda/envs/proj/bin/python",
+        &["-c", "import sys; print(sys.version_info[1])"],
+    )
+    .parse()
+    .unwrap();
+    let mut argv = vec!["/opt/conda/envs/proj/bin/python"];
+    if minor >= 11 {
+        argv.push("-Xfrozen_modules=off");
+    }
+    argv.extend(["-m", "ipykernel_launcher", "-f", "{connection_file}"]);
+    assert_eq!(proj["spec"]["argv"], serde_json::json!(argv), "{specs:#}");
+    let again = s.run(&["apply", m, "--node", "master", "--json"]);
+    again.expect(0);
+    assert_eq!(again.json()["summary"]["changed"], 0, "{}", again.stdout);
 }
