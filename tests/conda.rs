@@ -696,7 +696,8 @@ fn project_envs_are_kernels_of_a_conda_jupyterlab_env() {
     // /opt/conda, ipykernel from PyPI installed by each env's own python, the project registered
     // as a kernel in the JupyterLab env and seen there by real `jupyter kernelspec list`. The
     // envs' python is the fixture's (this machine's interpreter, packaged venv-style); JupyterLab
-    // itself is not installed (jupyter_client, which ipykernel brings, lists kernels).
+    // itself is not installed (jupyter_client, which ipykernel brings, lists kernels). The jlab
+    // env names only python: pip comes with its pip requirements, as with conda.
     let test = "project_envs_are_kernels_of_a_conda_jupyterlab_env";
     if !pypi_reachable() {
         eprintln!("SKIP {test}: pypi.org is not reachable, so ipykernel cannot be installed");
@@ -713,7 +714,7 @@ fn project_envs_are_kernels_of_a_conda_jupyterlab_env() {
     let m = s.manifest(
         "m.yaml",
         &format!(
-            "{}{NODE}resources:\n  - conda_env:\n      name: jlab\n      specs: [python, pip]\n      pip:\n        - packages: [ipykernel]\n  - conda_env:\n      name: proj\n      specs: [python, pip]\n      pip:\n        - packages: [ipykernel]\n  - jupyter_kernel: {{name: proj, display_name: Project, env: /opt/conda/envs/proj, prefix: /opt/conda/envs/jlab}}\n",
+            "{}{NODE}resources:\n  - conda_env:\n      name: jlab\n      specs: [python]\n      pip:\n        - packages: [ipykernel]\n  - conda_env:\n      name: proj\n      specs: [python, pip]\n      pip:\n        - packages: [ipykernel]\n  - jupyter_kernel: {{name: proj, display_name: Project, env: /opt/conda/envs/proj, prefix: /opt/conda/envs/jlab}}\n",
             conda_settings("[conda]")
         ),
     );

@@ -87,6 +87,19 @@ pub fn parse_spec(text: &str) -> std::result::Result<MatchSpec, String> {
         .map_err(|e| format!("`{text}` is not a MatchSpec: {e}"))
 }
 
+/// `specs`, plus `pip` when the environment has pip requirements and no spec names pip: conda
+/// adds pip to python's dependencies (`add_pip_as_python_dependency`, on by default), rattler
+/// does not, and the pip groups need it.
+pub fn with_pip(mut specs: Vec<MatchSpec>, needs_pip: bool) -> Vec<MatchSpec> {
+    let named = specs
+        .iter()
+        .any(|s| s.name.to_string().eq_ignore_ascii_case("pip"));
+    if needs_pip && !named {
+        specs.extend(parse_spec("pip"));
+    }
+    specs
+}
+
 /// Why a channel as written cannot be used, if it cannot.
 pub fn channel_problem(text: &str) -> std::result::Result<(), String> {
     if text.is_empty() || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -611,6 +624,19 @@ mod tests {
         assert!(full.to_string().contains("the disk is full"), "{full}");
         let other = install_error("/opt/envs/x", "permission denied".into());
         assert!(!other.to_string().contains("disk is full"));
+    }
+
+    #[test]
+    fn pip_is_added_for_pip_requirements_unless_named() {
+        let names = |specs: Vec<MatchSpec>| -> Vec<String> {
+            specs.iter().map(|s| s.name.to_string()).collect()
+        };
+        assert_eq!(names(with_pip(specs(&["python"]), true)), ["python", "pip"]);
+        assert_eq!(
+            names(with_pip(specs(&["python", "pip 24.*"]), true)),
+            ["python", "pip"]
+        );
+        assert_eq!(names(with_pip(specs(&["python"]), false)), ["python"]);
     }
 
     #[test]

@@ -304,11 +304,13 @@ fn build_one(
                 .iter()
                 .map(|text| conda::channel(text, dir))
                 .collect::<Result<_, String>>()?,
-            specs: c
-                .specs
-                .iter()
-                .map(|t| conda::parse_spec(t))
-                .collect::<Result<_, String>>()?,
+            specs: conda::with_pip(
+                c.specs
+                    .iter()
+                    .map(|t| conda::parse_spec(t))
+                    .collect::<Result<_, String>>()?,
+                !c.pip.is_empty(),
+            ),
             pkgs_dir: c.pkgs_dir_path().to_owned(),
             owner: c.owner.clone(),
             group: c.group.clone(),
