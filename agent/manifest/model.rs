@@ -2,6 +2,9 @@
 //!
 //! These types hold only what the user wrote. Defaults that depend on other parts of the manifest
 //! (a user's home, the node a resource runs on) are resolved when the node's resources are built, in `crate::resources`.
+//! One exception: a `conda_env`'s root, channels, specs, pip groups and package cache are filled
+//! at load from `conda:` and its `from:` file (`manifest/conda.rs`), since a named environment's
+//! id depends on them.
 
 use std::collections::BTreeMap;
 use std::fmt;
