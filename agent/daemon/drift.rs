@@ -84,6 +84,30 @@ pub fn managed(steps: &[Step]) -> Managed {
     out
 }
 
+/// A node path with at most one `*` component (`/opt/env/lib/*/site-packages/`): every existing
+/// match, in order; the path itself when it has none.
+fn expand(host: &Host, path: &str) -> Vec<String> {
+    let Some((head, tail)) = path.split_once("/*/") else {
+        return vec![path.to_owned()];
+    };
+    let Ok(dir) = host.resolve(head) else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| format!("{head}/{n}/{tail}"))
+        .collect()
+}
+
 /// What the watcher thread matches events against.
 #[derive(Default)]
 struct Targets {
@@ -132,7 +156,12 @@ impl Drift {
         let mut dirs: BTreeMap<WatchDescriptor, BTreeMap<OsString, Vec<String>>> = BTreeMap::new();
         let mut whole: BTreeMap<WatchDescriptor, Vec<String>> = BTreeMap::new();
         let managed = managed(steps);
-        for (path, ids) in managed.paths {
+        let paths = managed.paths.into_iter().flat_map(|(path, ids)| {
+            expand(host, &path)
+                .into_iter()
+                .map(move |p| (p, ids.clone()))
+        });
+        for (path, ids) in paths {
             let Ok(real) = host.resolve(path.trim_end_matches('/')) else {
                 continue;
             };

@@ -15,6 +15,9 @@ pub fn load(path: &Path, errors: &mut Vec<Diagnostic>) -> Manifest {
     let mut manifest = Manifest::default();
     let mut stack = Vec::new();
     load_file(path, None, &mut manifest, &mut stack, errors);
+    if errors.is_empty() {
+        super::conda::resolve(&mut manifest, errors);
+    }
     manifest
 }
 
@@ -86,6 +89,21 @@ fn load_file(
     };
     stack.push(canonical);
     let origin = |path: String| Origin { file, path };
+    if let Some(conda) = parsed.conda {
+        if manifest.conda.is_some() {
+            errors.push(manifest.diagnostic(
+                &origin("conda".into()),
+                "",
+                "conda: is set in more than one manifest file".into(),
+                Some("keep one conda: section, in the top manifest".into()),
+            ));
+        } else {
+            manifest.conda = Some(Located {
+                value: conda,
+                origin: origin("conda".into()),
+            });
+        }
+    }
     if let Some(cluster) = parsed.cluster {
         if manifest.cluster.is_some() {
             errors.push(manifest.diagnostic(
@@ -215,7 +233,7 @@ fn plain_message(message: String) -> String {
     }
 }
 
-fn parse_error(source: &SourceFile, text: &str, e: &serde_saphyr::Error) -> Diagnostic {
+pub(super) fn parse_error(source: &SourceFile, text: &str, e: &serde_saphyr::Error) -> Diagnostic {
     let mut position = e
         .location()
         .map(|l| Position {
@@ -289,7 +307,7 @@ fn parse_error(source: &SourceFile, text: &str, e: &serde_saphyr::Error) -> Diag
     let hint = if message.starts_with("expected a mapping")
         && yaml_path.as_deref().unwrap_or("").is_empty()
     {
-        "a manifest is a mapping: nodes:, resources:, and if needed cluster:, vars:, include:"
+        "a manifest is a mapping: nodes:, resources:, and if needed cluster:, conda:, vars:, include:"
     } else {
         parse_hint(&message)
     };

@@ -5,6 +5,7 @@
 //! what is wrong with it. It reads the manifest files and the template/source files they name, and
 //! nothing else.
 
+mod conda;
 mod diagnostic;
 mod load;
 mod locate;
@@ -19,7 +20,7 @@ pub use diagnostic::{Diagnostic, Diagnostics};
 pub use locate::{LocationIndex, Position};
 pub use select::{NodeSelection, SelectError};
 
-use model::{Cluster, Node, ResourceSpec};
+use model::{Cluster, CondaSettings, Node, ResourceSpec};
 
 /// One file the manifest was read from.
 #[derive(Debug)]
@@ -49,6 +50,8 @@ pub struct Located<T> {
 pub struct Manifest {
     pub sources: Vec<SourceFile>,
     pub cluster: Option<Located<Cluster>>,
+    /// The conda installation (`conda:`), if the manifest sets one.
+    pub conda: Option<Located<CondaSettings>>,
     pub vars: BTreeMap<String, Located<serde_json::Value>>,
     pub nodes: Vec<Located<Node>>,
     pub resources: Vec<Located<ResourceSpec>>,
@@ -108,6 +111,11 @@ impl Manifest {
     /// The folder that relative `template:`/`source:` paths of a resource are resolved against.
     pub fn dir_of(&self, origin: &Origin) -> &Path {
         &self.sources[origin.file].dir
+    }
+
+    /// The `conda:` settings, if the manifest sets them.
+    pub fn conda_settings(&self) -> Option<&CondaSettings> {
+        self.conda.as_ref().map(|c| &c.value)
     }
 
     /// The cluster's DNS domain, if the manifest sets one.

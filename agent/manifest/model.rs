@@ -2,6 +2,9 @@
 //!
 //! These types hold only what the user wrote. Defaults that depend on other parts of the manifest
 //! (a user's home, the node a resource runs on) are resolved when the node's resources are built, in `crate::resources`.
+//! One exception: a `conda_env`'s root, channels, specs, pip groups and package cache are filled
+//! at load from `conda:` and its `from:` file (`manifest/conda.rs`), since a named environment's
+//! id depends on them.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,6 +26,10 @@ pub struct ManifestFile {
     /// Cluster-wide settings.
     #[serde(default)]
     pub cluster: Option<Cluster>,
+    /// The conda installation: its root, default channels, package cache, managed `.condarc`,
+    /// and optionally the base environment provision makes there. Set once, in the top file.
+    #[serde(default)]
+    pub conda: Option<CondaSettings>,
     /// Template variables for every node. A node's own `vars` override these.
     #[serde(default)]
     pub vars: Vars,
@@ -44,6 +51,90 @@ pub struct Cluster {
     /// DNS domain of the cluster network: `hosts` writes `node.domain node` for every node.
     #[serde(default)]
     pub domain: Option<String>,
+}
+
+/// The node's conda installation (`conda:` at the top of the manifest).
+///
+/// `conda_env` entries take their root, channels and package cache from here when they do not
+/// name their own. The `.condarc` at `<root>/.condarc` is written in conda's own format with only
+/// the keys given here; without any of them no `.condarc` is managed.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CondaSettings {
+    /// The installation root (`CONDA_ROOT`); named environments live in `<root>/envs/<name>`.
+    /// Default `/opt/conda`.
+    #[serde(default = "default_conda_root")]
+    pub root: String,
+    /// MatchSpecs of a base environment provision solves and installs at `root` itself (e.g.
+    /// `[conda, mamba]` from conda-forge), in place of a Miniforge installer. An existing
+    /// installation at `root` that provision did not make (Miniconda, Miniforge) is adopted as it
+    /// is: nothing is installed, updated or removed in it. Empty: no base environment is managed.
+    #[serde(default)]
+    pub base: Vec<String>,
+    /// Default channels, highest priority first, for the base and for `conda_env` entries that
+    /// name none; also written to `.condarc` as `channels`.
+    #[serde(default)]
+    pub channels: Vec<String>,
+    /// `.condarc` `channel_priority`: strict, flexible or disabled.
+    #[serde(default)]
+    pub channel_priority: Option<ChannelPriority>,
+    /// `.condarc` `auto_activate_base`: whether a login shell with `conda init` starts in base.
+    #[serde(default)]
+    pub auto_activate_base: Option<bool>,
+    /// `.condarc` `auto_activate`, the name conda 25.5 and newer give `auto_activate_base`.
+    /// conda refuses a file that sets both, so give one.
+    #[serde(default)]
+    pub auto_activate: Option<bool>,
+    /// `.condarc` `envs_dirs`: where conda makes and looks for named environments.
+    #[serde(default)]
+    pub envs_dirs: Vec<String>,
+    /// `.condarc` `pkgs_dirs`: conda's package caches. The first is also the cache provision
+    /// downloads to (default `/var/lib/provision/conda-pkgs`).
+    #[serde(default)]
+    pub pkgs_dirs: Vec<String>,
+    /// `.condarc` `proxy_servers`: scheme (`http`, `https`) or `scheme://host` → proxy URL.
+    /// Credentials are refused here (they would be in a world-readable file and in every diff):
+    /// write `${VAR}` for them, which conda expands from its environment.
+    #[serde(default)]
+    pub proxy_servers: BTreeMap<String, String>,
+    /// Apply only on nodes with one of these roles. With `nodes` also empty: every node.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Apply only on these nodes (by name).
+    #[serde(default)]
+    pub nodes: Vec<String>,
+}
+
+/// conda's `channel_priority`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelPriority {
+    Strict,
+    Flexible,
+    Disabled,
+}
+
+impl ChannelPriority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelPriority::Strict => "strict",
+            ChannelPriority::Flexible => "flexible",
+            ChannelPriority::Disabled => "disabled",
+        }
+    }
+}
+
+impl CondaSettings {
+    /// Whether any `.condarc` key is set (else no `.condarc` is managed).
+    pub fn manages_condarc(&self) -> bool {
+        !self.channels.is_empty()
+            || self.channel_priority.is_some()
+            || self.auto_activate_base.is_some()
+            || self.auto_activate.is_some()
+            || !self.envs_dirs.is_empty()
+            || !self.pkgs_dirs.is_empty()
+            || !self.proxy_servers.is_empty()
+    }
 }
 
 /// One machine of the cluster.
@@ -580,25 +671,38 @@ pub struct PipGroup {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CondaEnvSpec {
-    /// Where the environment lives on the node (absolute). Give this or `name`.
+    /// Where the environment lives on the node (absolute). Give this or `name` (or a `name:` in
+    /// the `from:` file).
     #[serde(default)]
     pub prefix: Option<String>,
     /// A named environment: `<root>/envs/<name>`. Give this or `prefix`.
     #[serde(default)]
     pub name: Option<String>,
-    /// The conda installation root named environments live under; default `/opt/conda`.
-    #[serde(default = "default_conda_root")]
-    pub root: String,
+    /// The conda installation root named environments live under; default: `conda.root`, else
+    /// `/opt/conda`.
+    #[serde(default)]
+    pub root: Option<String>,
+    /// An `environment.yml` in conda's own format (`name`, `channels`, `dependencies` with a
+    /// nested `pip:` list), relative to this manifest file's folder: the environment's channels,
+    /// specs and pip requirements. `channels`, `specs` and `pip` here are added to the file's.
+    #[serde(default)]
+    pub from: Option<String>,
     /// Channels, highest priority first: names (`conda-forge`), URLs, `file://` URLs, or local
     /// channel folders (absolute, or relative to this manifest file's folder). Channels are read
-    /// on the machine running provision; they are not under `--root`.
+    /// on the machine running provision; they are not under `--root`. Default: `conda.channels`.
+    #[serde(default)]
     pub channels: Vec<String>,
     /// MatchSpecs, e.g. `numpy >=1.26`, `python 3.11.*`, `conda-forge::dask`.
+    #[serde(default)]
     pub specs: Vec<String>,
-    /// The package cache downloads go to, so a re-run after a failure resumes; default
-    /// `/var/lib/provision/conda-pkgs`.
-    #[serde(default = "default_conda_pkgs")]
-    pub pkgs_dir: String,
+    /// pip requirements installed on top by the environment's own python (it needs `python` and
+    /// `pip` among its specs), in groups with their own pip options, as for `venv`.
+    #[serde(default)]
+    pub pip: Vec<PipGroup>,
+    /// The package cache downloads go to, so a re-run after a failure resumes; default: the first
+    /// of `conda.pkgs_dirs`, else `/var/lib/provision/conda-pkgs`.
+    #[serde(default)]
+    pub pkgs_dir: Option<String>,
     /// The user the environment belongs to: the whole tree is given to this user after every change.
     #[serde(default)]
     pub owner: Option<String>,
@@ -617,13 +721,20 @@ pub struct CondaEnvSpec {
 }
 
 impl CondaEnvSpec {
-    /// The environment's path on the node: `prefix`, or `<root>/envs/<name>`.
+    /// The environment's path on the node: `prefix`, or `<root>/envs/<name>`. The manifest
+    /// loader has filled `root`, `channels` and `pkgs_dir` from `conda:` and `from:` already.
     pub fn prefix_path(&self) -> String {
+        let root = self.root.as_deref().unwrap_or(DEFAULT_CONDA_ROOT);
         match (&self.prefix, &self.name) {
             (Some(prefix), _) => prefix.clone(),
-            (None, Some(name)) => format!("{}/envs/{name}", self.root.trim_end_matches('/')),
+            (None, Some(name)) => format!("{}/envs/{name}", root.trim_end_matches('/')),
             (None, None) => String::new(),
         }
+    }
+
+    /// The package cache: `pkgs_dir`, else the default.
+    pub fn pkgs_dir_path(&self) -> &str {
+        self.pkgs_dir.as_deref().unwrap_or(DEFAULT_CONDA_PKGS)
     }
 }
 
@@ -942,12 +1053,14 @@ fn default_python() -> String {
     "python3".to_owned()
 }
 
-fn default_conda_root() -> String {
-    "/opt/conda".to_owned()
-}
+/// Where conda is installed when the manifest does not say.
+pub const DEFAULT_CONDA_ROOT: &str = "/opt/conda";
 
-fn default_conda_pkgs() -> String {
-    "/var/lib/provision/conda-pkgs".to_owned()
+/// provision's conda package cache when the manifest does not name one.
+pub const DEFAULT_CONDA_PKGS: &str = "/var/lib/provision/conda-pkgs";
+
+fn default_conda_root() -> String {
+    DEFAULT_CONDA_ROOT.to_owned()
 }
 
 fn default_kernel_prefix() -> String {

@@ -12,6 +12,7 @@ use super::{Manifest, Origin};
 pub fn validate(m: &Manifest, errors: &mut Vec<Diagnostic>) {
     let mut v = Validator { m, errors };
     v.cluster();
+    v.conda();
     v.nodes();
     v.resources();
     v.references();
@@ -125,6 +126,92 @@ impl Validator<'_> {
                 "use letters, digits, hyphens and dots, e.g. cluster.lan",
             );
         }
+    }
+
+    /// `conda:`: paths, channels, base specs, `.condarc` values conda would refuse.
+    fn conda(&mut self) {
+        let Some(conda) = &self.m.conda else {
+            return;
+        };
+        let (c, o) = (&conda.value, &conda.origin);
+        if let Some(problem) = path_problem(&c.root) {
+            self.error(
+                o,
+                "root",
+                format!("root `{}` {problem}", c.root),
+                "write the installation's absolute path on the node, e.g. /opt/conda",
+            );
+        }
+        for (field, list) in [("envs_dirs", &c.envs_dirs), ("pkgs_dirs", &c.pkgs_dirs)] {
+            for (i, dir) in list.iter().enumerate() {
+                if let Some(problem) = path_problem(dir) {
+                    self.error(
+                        o,
+                        &format!("{field}[{i}]"),
+                        format!("{field} entry `{dir}` {problem}"),
+                        "write an absolute folder on the node, e.g. /opt/conda/pkgs",
+                    );
+                }
+            }
+        }
+        for (i, channel) in c.channels.iter().enumerate() {
+            if let Err(e) = crate::resources::conda::channel_problem(channel) {
+                self.error(
+                    o,
+                    &format!("channels[{i}]"),
+                    e,
+                    "write a channel name (conda-forge), a URL, or a folder of a local channel",
+                );
+            }
+        }
+        for (i, spec) in c.base.iter().enumerate() {
+            if let Err(e) = crate::resources::conda::parse_spec(spec) {
+                self.error(
+                    o,
+                    &format!("base[{i}]"),
+                    e,
+                    "write MatchSpecs such as conda, mamba or python 3.12.*",
+                );
+            }
+        }
+        if !c.base.is_empty() && c.channels.is_empty() {
+            self.error(
+                o,
+                "base",
+                "a base installation with no channels has nowhere to install from".into(),
+                "add channels: [conda-forge] (or a local channel folder) to conda:",
+            );
+        }
+        if c.auto_activate_base.is_some() && c.auto_activate.is_some() {
+            self.error(
+                o,
+                "auto_activate",
+                "auto_activate and auto_activate_base are one setting under two names, and conda refuses a file that sets both".into(),
+                "keep auto_activate_base (every conda version) or auto_activate (conda 25.5 and newer)",
+            );
+        }
+        for (key, url) in &c.proxy_servers {
+            if let Err(problem) = crate::resources::condarc::proxy_problem(key, url) {
+                self.error(
+                    o,
+                    &format!("proxy_servers.{key}"),
+                    problem,
+                    "write http: http://proxy.example.org:3128; for credentials write ${PROXY_USER}:${PROXY_PASSWORD}@, which conda expands from its environment",
+                );
+            }
+        }
+        let roles: BTreeSet<&str> = self
+            .m
+            .nodes
+            .iter()
+            .flat_map(|n| n.value.roles.iter().map(String::as_str))
+            .collect();
+        let scope = super::model::Scope {
+            roles: &c.roles,
+            nodes: &c.nodes,
+            after: &[],
+        };
+        self.scope_refs(scope, &roles, o, "");
     }
 
     fn nodes(&mut self) {
@@ -602,7 +689,22 @@ impl Validator<'_> {
                 }
             }
         }
-        for (field, value) in [("root", &c.root), ("pkgs_dir", &c.pkgs_dir)] {
+        // A value taken from conda: was checked there.
+        let settings = self.m.conda_settings();
+        let inherited_root = settings.map(|s| &s.root);
+        let inherited_pkgs = settings.and_then(|s| s.pkgs_dirs.first());
+        let fields = [
+            (
+                "root",
+                c.root.as_ref().filter(|r| Some(*r) != inherited_root),
+            ),
+            (
+                "pkgs_dir",
+                c.pkgs_dir.as_ref().filter(|p| Some(*p) != inherited_pkgs),
+            ),
+        ];
+        for (field, value) in fields {
+            let Some(value) = value else { continue };
             if let Some(problem) = path_problem(value) {
                 self.error(
                     o,
@@ -617,9 +719,24 @@ impl Validator<'_> {
                 o,
                 "conda_env.channels",
                 "a conda_env with no channels has nowhere to install from".into(),
-                "list channels such as conda-forge, or a local channel folder",
+                "list channels such as conda-forge, or a local channel folder, here or as conda: channels:",
             );
         }
+        if let Some(settings) = settings
+            && !settings.base.is_empty()
+            && c.prefix_path().trim_end_matches('/') == settings.root.trim_end_matches('/')
+        {
+            self.error(
+                o,
+                "conda_env.prefix",
+                format!(
+                    "{} is the base installation, which conda: base: already describes",
+                    settings.root
+                ),
+                "list the base packages in conda: base:, or give this environment its own prefix",
+            );
+        }
+        self.pip_groups(o, "conda_env.pip", &c.pip);
         for (i, channel) in c.channels.iter().enumerate() {
             if let Err(e) = crate::resources::conda::channel_problem(channel) {
                 self.error(
@@ -666,8 +783,13 @@ impl Validator<'_> {
                 "write a command such as python3.11, or an absolute path such as /usr/bin/python3",
             );
         }
-        for (i, g) in v.pip.iter().enumerate() {
-            let at = format!("venv.pip[{i}]");
+        self.pip_groups(o, "venv.pip", &v.pip);
+    }
+
+    /// pip groups (`venv.pip`, `conda_env.pip`): requirements, URLs, find_links folders.
+    fn pip_groups(&mut self, o: &Origin, field: &str, groups: &[super::model::PipGroup]) {
+        for (i, g) in groups.iter().enumerate() {
+            let at = format!("{field}[{i}]");
             if g.packages.is_empty() {
                 self.error(
                     o,
@@ -1130,7 +1252,7 @@ impl Validator<'_> {
             if !roles.contains(role.as_str()) {
                 self.error(
                     origin,
-                    &format!("{kind}.roles[{i}]"),
+                    &format!("{kind}{}roles[{i}]", if kind.is_empty() { "" } else { "." }),
                     format!("no node has the role `{role}`"),
                     &if roles.is_empty() {
                         "no node has any roles: add roles: [...] to the nodes, or name nodes with nodes: [...]".to_owned()
@@ -1147,7 +1269,7 @@ impl Validator<'_> {
             if !self.m.nodes.iter().any(|n| &n.value.name == name) {
                 self.error(
                     origin,
-                    &format!("{kind}.nodes[{i}]"),
+                    &format!("{kind}{}nodes[{i}]", if kind.is_empty() { "" } else { "." }),
                     format!("no node is named `{name}`"),
                     "name a node from the nodes: list",
                 );

@@ -9,6 +9,14 @@
 //! fails (an unreachable channel, an unsatisfiable spec) fails the resource before anything is
 //! touched: the old environment keeps working. Downloads go to a package cache outside the
 //! environment, so a re-run after a failure resumes from what was already fetched.
+//!
+//! The same resource makes the base installation (`conda: base:`) at the conda root. There, an
+//! installation provision did not make (Miniconda, Miniforge: `conda-meta/` with a `history` or a
+//! `bin/conda`) is adopted as it is, never changed; one provision made carries a marker file in
+//! `conda-meta/` and is kept to its specs like any environment.
+//!
+//! pip requirements on top are checked against the `*.dist-info` of the environment's
+//! site-packages and installed, after the conda packages, by the environment's own python.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -23,7 +31,8 @@ use rattler_repodata_gateway::Gateway;
 use rattler_solve::{SolverImpl, SolverTask};
 
 use super::ownership::{Ownership, chown_tree};
-use crate::engine::{Change, Need, Resource};
+use super::pip::{self, Group, Installed};
+use crate::engine::{Change, DriftWatch, Need, Resource};
 use crate::host::{Error, Host, Kind, Result};
 
 #[derive(Debug)]
@@ -38,7 +47,21 @@ pub struct CondaEnv {
     pub pkgs_dir: String,
     pub owner: Option<String>,
     pub group: Option<String>,
+    /// pip requirements installed on top, group after group.
+    pub pip: Vec<Group>,
+    /// This is the base installation at the conda root: adopt one that provision did not make.
+    pub base: bool,
+    /// The base installation this environment lives in, made first when provision makes it.
+    pub installation: Option<String>,
 }
+
+/// Marks a base installation provision made (and so keeps to its specs); one without it is
+/// adopted as it is. conda reads only `*.json` records and `history` in `conda-meta/`.
+pub const BASE_MARKER: &str = "conda-meta/provision-base";
+
+/// What a root may hold before provision makes the base installation in it: the managed
+/// `.condarc`, and the environments and package cache of a root whose base comes later.
+const ROOT_ENTRIES_BEFORE_BASE: [&str; 3] = [".condarc", "envs", "pkgs"];
 
 #[derive(Debug)]
 pub struct Observed {
@@ -52,12 +75,29 @@ pub struct Observed {
     pub want_group: Option<String>,
     /// The solver's answer, only when the installed records do not satisfy the specs.
     pub solved: Option<Vec<RepoDataRecord>>,
+    /// A base installation provision did not make: left as it is.
+    pub adopted: bool,
+    /// pip distributions in the environment's site-packages (conda's Python packages too).
+    pub pip: Installed,
 }
 
 /// A MatchSpec as conda reads it (lenient: `numpy=1.26`, `python 3.11.*`).
 pub fn parse_spec(text: &str) -> std::result::Result<MatchSpec, String> {
     MatchSpec::from_str(text, ParseStrictness::Lenient)
         .map_err(|e| format!("`{text}` is not a MatchSpec: {e}"))
+}
+
+/// `specs`, plus `pip` when the environment has pip requirements and no spec names pip: conda
+/// adds pip to python's dependencies (`add_pip_as_python_dependency`, on by default), rattler
+/// does not, and the pip groups need it.
+pub fn with_pip(mut specs: Vec<MatchSpec>, needs_pip: bool) -> Vec<MatchSpec> {
+    let named = specs
+        .iter()
+        .any(|s| s.name.to_string().eq_ignore_ascii_case("pip"));
+    if needs_pip && !named {
+        specs.extend(parse_spec("pip"));
+    }
+    specs
 }
 
 /// Why a channel as written cannot be used, if it cannot.
@@ -203,6 +243,31 @@ fn chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// Whether a channel error is the network's (no route, no DNS, refused, timed out), not the
+/// channel's content.
+pub fn unreachable(cause: &str) -> bool {
+    [
+        "dns error",
+        "error sending request",
+        "Connection refused",
+        "timed out",
+        "Network is unreachable",
+    ]
+    .iter()
+    .any(|sign| cause.contains(sign))
+}
+
+/// An install that failed for lack of space says so first, since rattler nests it deep.
+fn install_error(prefix: &str, cause: String) -> Error {
+    if cause.contains("No space left on device") || cause.contains("os error 28") {
+        Error::Other(format!(
+            "installing into {prefix} failed: the disk is full (free space where the environment and the package cache live, then apply again; downloads already in the cache are kept): {cause}"
+        ))
+    } else {
+        Error::Other(format!("installing into {prefix} failed: {cause}"))
+    }
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -254,11 +319,18 @@ impl CondaEnv {
         let repodata = runtime()?
             .block_on(query.into_future())
             .map_err(|e| {
-                Error::Other(format!(
-                    "cannot read the channels ({}): {}",
-                    self.channel_names(),
-                    chain(&e)
-                ))
+                let cause = chain(&e);
+                if unreachable(&cause) {
+                    Error::Other(format!(
+                        "cannot reach the channels ({}) from this machine: {cause}; check the network and proxy, or install from a local channel folder",
+                        self.channel_names()
+                    ))
+                } else {
+                    Error::Other(format!(
+                        "cannot read the channels ({}): {cause}",
+                        self.channel_names()
+                    ))
+                }
             })?
             .repodata;
         let task = SolverTask {
@@ -291,9 +363,23 @@ impl Resource for CondaEnv {
         format!("conda_env:{}", self.prefix)
     }
 
+    /// `conda-meta/` (a package record written or removed by `conda install`/`remove` by hand)
+    /// and, for pip requirements, the package folder.
+    fn drift_watch(&self) -> Vec<DriftWatch> {
+        let mut watch = vec![DriftWatch::Path(format!("{}/conda-meta/", self.prefix))];
+        if !self.pip.is_empty() {
+            watch.push(DriftWatch::Path(format!(
+                "{}/lib/*/site-packages/",
+                self.prefix
+            )));
+        }
+        watch
+    }
+
     fn needs(&self) -> Vec<Need> {
         let mut needs = super::owner_needs(&self.prefix, &self.ownership());
         needs.push(Need::Directory(self.pkgs_dir.clone()));
+        needs.extend(self.installation.clone().map(Need::Env));
         needs
     }
 
@@ -310,6 +396,8 @@ impl Resource for CondaEnv {
             owners: Vec::new(),
             want_group,
             solved: None,
+            adopted: false,
+            pip: Installed::new(),
         };
         match host.stat(&self.prefix)? {
             None => {}
@@ -325,6 +413,10 @@ impl Resource for CondaEnv {
                 match host.stat(&meta_path)? {
                     Some(meta) if meta.kind == Kind::Directory => {
                         observed.exists = true;
+                        observed.adopted = self.base
+                            && !real.join(BASE_MARKER).exists()
+                            && (real.join("conda-meta/history").exists()
+                                || real.join("bin/conda").exists());
                         observed.owners = vec![
                             (accounts.user_name(stat.uid), accounts.group_name(stat.gid)),
                             (accounts.user_name(meta.uid), accounts.group_name(meta.gid)),
@@ -333,11 +425,17 @@ impl Resource for CondaEnv {
                             .map_err(Error::io("read the records of", &real.join("conda-meta")))?;
                     }
                     _ => {
-                        let empty = std::fs::read_dir(&real)
-                            .map_err(Error::io("list", &real))?
-                            .next()
-                            .is_none();
-                        if !empty {
+                        let mut entries =
+                            std::fs::read_dir(&real).map_err(Error::io("list", &real))?;
+                        let foreign = entries.any(|e| {
+                            e.map_or(true, |e| {
+                                !(self.base
+                                    && ROOT_ENTRIES_BEFORE_BASE
+                                        .iter()
+                                        .any(|known| e.file_name() == *known))
+                            })
+                        });
+                        if foreign {
                             return Err(Error::Other(format!(
                                 "{} exists, is not empty and has no conda-meta/: it is not a conda environment, and provision will not replace it",
                                 self.prefix
@@ -352,7 +450,10 @@ impl Resource for CondaEnv {
             .iter()
             .map(|r| &r.repodata_record.package_record)
             .collect();
-        if !observed.exists || !satisfies(&self.specs, &records) {
+        if observed.exists {
+            observed.pip = pip::installed(&real)?;
+        }
+        if !observed.adopted && (!observed.exists || !satisfies(&self.specs, &records)) {
             observed.solved = Some(self.solve(host, &observed.installed)?);
         }
         Ok(observed)
@@ -362,7 +463,11 @@ impl Resource for CondaEnv {
         let mut changes = Vec::new();
         if !observed.exists {
             changes.push(Change::Create {
-                what: "conda environment".into(),
+                what: if self.base {
+                    "conda base installation".into()
+                } else {
+                    "conda environment".into()
+                },
             });
         }
         let owners = &observed.owners;
@@ -380,13 +485,62 @@ impl Resource for CondaEnv {
             let want: Vec<&PackageRecord> = solved.iter().map(|r| &r.package_record).collect();
             changes.extend(package_changes(&have, &want));
         }
+        changes.extend(pip::diff(&self.pip, &observed.pip));
         changes
+    }
+
+    /// An adopted installation passes, and says which base specs it does not meet (provision
+    /// does not change an installation it did not make).
+    fn verify(&self, observed: &Observed, _write: bool) -> Result<Option<String>, String> {
+        if !observed.adopted {
+            return Ok(None);
+        }
+        let records: Vec<&PackageRecord> = observed
+            .installed
+            .iter()
+            .map(|r| &r.repodata_record.package_record)
+            .collect();
+        let conda = records
+            .iter()
+            .find(|r| r.name.as_normalized() == "conda")
+            .map_or_else(String::new, |r| format!(", conda {}", r.version));
+        let unmet: Vec<String> = self
+            .specs
+            .iter()
+            .filter(|s| !records.iter().any(|r| s.matches(*r)))
+            .map(ToString::to_string)
+            .collect();
+        let count = match records.len() {
+            1 => "1 package".to_owned(),
+            n => format!("{n} packages"),
+        };
+        let mut note = format!(
+            "adopted the existing installation ({count}{conda}); provision leaves its packages as they are"
+        );
+        if !unmet.is_empty() {
+            note.push_str(&format!(
+                "; it lacks base specs {} (install them with conda, or remove them from conda: base:)",
+                unmet.join(", ")
+            ));
+        }
+        Ok(Some(note))
     }
 
     fn apply(&self, host: &Host, observed: &Observed, _changes: &[Change]) -> Result<()> {
         let real = host.resolve(&self.prefix)?;
         if let Some(solved) = &observed.solved {
             host.ensure_parent(&self.prefix)?;
+            if self.base {
+                // Before the install: a base that fails half way is still provision's to finish.
+                let meta = real.join("conda-meta");
+                std::fs::create_dir_all(&meta).map_err(Error::io("create", &meta))?;
+                let marker = real.join(BASE_MARKER);
+                std::fs::write(
+                    &marker,
+                    "made by provision from the manifest's conda: base: specs\n",
+                )
+                .map_err(Error::io("write", &marker))?;
+            }
             let pkgs = host.resolve(&self.pkgs_dir)?;
             std::fs::create_dir_all(&pkgs).map_err(Error::io("create", &pkgs))?;
             let installer = Installer::new()
@@ -394,16 +548,17 @@ impl Resource for CondaEnv {
                 .with_target_platform(Subdir::current().unwrap_or(Subdir::NoArch))
                 .with_installed_packages(observed.installed.clone())
                 .with_requested_specs(self.specs.clone());
-            runtime()?
-                .block_on(installer.install(&real, solved.clone()))
-                .map_err(|e| {
-                    Error::Other(format!(
-                        "installing into {} failed: {}",
-                        self.prefix,
-                        chain(&e)
-                    ))
-                })?;
+            let what = format!("{}: installing {} packages", self.id(), solved.len());
+            let runtime = runtime()?;
+            super::progress::with_progress(
+                &what,
+                super::progress::EVERY,
+                &super::progress::say,
+                || runtime.block_on(installer.install(&real, solved.clone())),
+            )
+            .map_err(|e| install_error(&self.prefix, chain(&e)))?;
         }
+        pip::install_groups(host, &real, &self.prefix, &self.pip)?;
         if self.owner.is_some() || self.group.is_some() {
             chown_tree(host, &real, self.owner.as_deref(), self.group.as_deref())?;
         }
@@ -465,6 +620,36 @@ mod tests {
             .map(ToString::to_string)
             .collect();
         assert_eq!(texts, ["install conda package feas-a 1.0"]);
+    }
+
+    #[test]
+    fn network_failures_and_full_disks_are_named() {
+        assert!(unreachable(
+            "error sending request for url (https://conda.anaconda.org/conda-forge/linux-64/repodata_shards.msgpack.zst): client error (Connect): dns error: failed to lookup address information"
+        ));
+        assert!(!unreachable(
+            "could not find subdir 'noarch' in channel 'file:///srv/channel/'"
+        ));
+        let full = install_error(
+            "/opt/envs/x",
+            "failed to link: No space left on device (os error 28)".into(),
+        );
+        assert!(full.to_string().contains("the disk is full"), "{full}");
+        let other = install_error("/opt/envs/x", "permission denied".into());
+        assert!(!other.to_string().contains("disk is full"));
+    }
+
+    #[test]
+    fn pip_is_added_for_pip_requirements_unless_named() {
+        let names = |specs: Vec<MatchSpec>| -> Vec<String> {
+            specs.iter().map(|s| s.name.to_string()).collect()
+        };
+        assert_eq!(names(with_pip(specs(&["python"]), true)), ["python", "pip"]);
+        assert_eq!(
+            names(with_pip(specs(&["python", "pip 24.*"]), true)),
+            ["python", "pip"]
+        );
+        assert_eq!(names(with_pip(specs(&["python"]), false)), ["python"]);
     }
 
     #[test]

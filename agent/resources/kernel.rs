@@ -13,7 +13,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::engine::{Change, ContentDiff, Need, Resource};
+use crate::engine::{Change, ContentDiff, DriftWatch, Need, Resource};
 use crate::host::{Error, Host, Meta, Result};
 use crate::manifest::model::State;
 
@@ -167,6 +167,14 @@ impl Resource for JupyterKernel {
 
     fn id(&self) -> String {
         format!("jupyter_kernel:{}", self.name)
+    }
+
+    /// Its kernel.json, and the env's packages (ipykernel removed by hand fails it at once).
+    fn drift_watch(&self) -> Vec<DriftWatch> {
+        vec![
+            DriftWatch::Path(format!("{}/kernel.json", self.dir())),
+            DriftWatch::Path(format!("{}/lib/*/site-packages/", self.env)),
+        ]
     }
 
     fn needs(&self) -> Vec<Need> {

@@ -7,6 +7,7 @@
 mod accounts;
 pub mod cifs;
 pub mod conda;
+pub mod condarc;
 mod directory;
 mod file;
 pub mod fstab;
@@ -16,6 +17,7 @@ mod kernel;
 mod mount;
 mod ownership;
 pub mod pip;
+mod progress;
 pub mod service;
 mod venv;
 
@@ -37,7 +39,9 @@ pub use venv::Venv;
 
 use crate::engine::{Need, Reconcile, Step};
 use crate::facts::Facts;
-use crate::manifest::model::{JupyterKernelSpec, MountSpec, ResourceSpec, State};
+use crate::manifest::model::{
+    CondaSettings, DEFAULT_CONDA_PKGS, JupyterKernelSpec, MountSpec, PipGroup, ResourceSpec, State,
+};
 use crate::manifest::{Manifest, NodeSelection};
 use crate::secret::Secret;
 
@@ -71,20 +75,117 @@ pub fn template_context(m: &Manifest, sel: &NodeSelection<'_>, facts: &Facts) ->
     })
 }
 
-/// The steps for the selected node, in manifest order.
+/// The steps for the selected node: the `conda:` installation's, then the resources in manifest
+/// order.
 pub fn build(m: &Manifest, sel: &NodeSelection<'_>, facts: &Facts) -> Vec<Step> {
     let context = template_context(m, sel, facts);
-    sel.resources
+    let mut steps = conda_steps(m, sel);
+    steps.extend(sel.resources.iter().map(|&i| {
+        let located = &m.resources[i];
+        let spec = &located.value;
+        let dir = m.dir_of(&located.origin);
+        Step {
+            id: spec.id(),
+            after: spec.scope().after.to_vec(),
+            body: build_one(m, sel, spec, dir, &context),
+        }
+    }));
+    steps
+}
+
+/// The `conda:` settings, if they apply to this node.
+fn conda_here<'m>(m: &'m Manifest, sel: &NodeSelection<'_>) -> Option<&'m CondaSettings> {
+    let c = m.conda_settings()?;
+    let node = sel.node;
+    let applies = (c.roles.is_empty() && c.nodes.is_empty())
+        || c.nodes.contains(&node.name)
+        || c.roles.iter().any(|r| node.roles.contains(r));
+    applies.then_some(c)
+}
+
+/// The base installation provision makes at the conda root, if `conda: base:` names packages.
+fn conda_base(m: &Manifest, sel: &NodeSelection<'_>) -> Option<String> {
+    conda_here(m, sel)
+        .filter(|c| !c.base.is_empty())
+        .map(|c| c.root.trim_end_matches('/').to_owned())
+}
+
+/// The base installation (a `conda_env` at the root) and the managed `.condarc` (which a base
+/// may be made beside, so the two do not wait for each other).
+fn conda_steps(m: &Manifest, sel: &NodeSelection<'_>) -> Vec<Step> {
+    let (Some(c), Some(located)) = (conda_here(m, sel), m.conda.as_ref()) else {
+        return Vec::new();
+    };
+    let dir = m.dir_of(&located.origin);
+    let root = c.root.trim_end_matches('/');
+    let mut steps = Vec::new();
+    if !c.base.is_empty() {
+        let body = (|| -> Result<Box<dyn Reconcile>, String> {
+            Ok(Box::new(CondaEnv {
+                prefix: root.to_owned(),
+                channels: c
+                    .channels
+                    .iter()
+                    .map(|text| conda::channel(text, dir))
+                    .collect::<Result<_, String>>()?,
+                specs: c
+                    .base
+                    .iter()
+                    .map(|t| conda::parse_spec(t))
+                    .collect::<Result<_, String>>()?,
+                pkgs_dir: c
+                    .pkgs_dirs
+                    .first()
+                    .map_or(DEFAULT_CONDA_PKGS, String::as_str)
+                    .to_owned(),
+                owner: None,
+                group: None,
+                pip: Vec::new(),
+                base: true,
+                installation: None,
+            }))
+        })();
+        steps.push(Step {
+            id: format!("conda_env:{root}"),
+            after: Vec::new(),
+            body,
+        });
+    }
+    if c.manages_condarc() {
+        let path = format!("{root}/.condarc");
+        steps.push(Step {
+            id: format!("file:{path}"),
+            after: Vec::new(),
+            body: Ok(Box::new(File {
+                path,
+                state: State::Present,
+                content: Content::Plain(condarc::render(c, dir).into_bytes()),
+                ownership: Ownership {
+                    owner: None,
+                    group: None,
+                    mode: None,
+                    default_mode: 0o644,
+                },
+                validate: None,
+            })),
+        });
+    }
+    steps
+}
+
+/// pip groups as the manifest writes them, parsed (validation has checked them).
+fn pip_groups(groups: &[PipGroup]) -> Result<Vec<pip::Group>, String> {
+    groups
         .iter()
-        .map(|&i| {
-            let located = &m.resources[i];
-            let spec = &located.value;
-            let dir = m.dir_of(&located.origin);
-            Step {
-                id: spec.id(),
-                after: spec.scope().after.to_vec(),
-                body: build_one(m, sel, spec, dir, &context),
-            }
+        .map(|g| {
+            Ok(pip::Group {
+                wanted: g
+                    .packages
+                    .iter()
+                    .map(|t| pip::Wanted::parse(t))
+                    .collect::<Result<_, String>>()?,
+                options: g.clone(),
+            })
         })
         .collect()
 }
@@ -189,34 +290,28 @@ fn build_one(
             python: v.python.clone(),
             owner: v.owner.clone(),
             group: v.group.clone(),
-            groups: v
-                .pip
-                .iter()
-                .map(|g| {
-                    Ok(pip::Group {
-                        wanted: g
-                            .packages
-                            .iter()
-                            .map(|t| pip::Wanted::parse(t))
-                            .collect::<Result<_, String>>()?,
-                        options: g.clone(),
-                    })
-                })
-                .collect::<Result<_, String>>()?,
+            groups: pip_groups(&v.pip)?,
         }),
         ResourceSpec::CondaEnv(c) => Box::new(CondaEnv {
+            installation: conda_base(m, sel).filter(|base| {
+                Path::new(&c.prefix_path()).starts_with(base) && c.prefix_path() != *base
+            }),
+            pip: pip_groups(&c.pip)?,
+            base: false,
             prefix: c.prefix_path(),
             channels: c
                 .channels
                 .iter()
                 .map(|text| conda::channel(text, dir))
                 .collect::<Result<_, String>>()?,
-            specs: c
-                .specs
-                .iter()
-                .map(|t| conda::parse_spec(t))
-                .collect::<Result<_, String>>()?,
-            pkgs_dir: c.pkgs_dir.clone(),
+            specs: conda::with_pip(
+                c.specs
+                    .iter()
+                    .map(|t| conda::parse_spec(t))
+                    .collect::<Result<_, String>>()?,
+                !c.pip.is_empty(),
+            ),
+            pkgs_dir: c.pkgs_dir_path().to_owned(),
             owner: c.owner.clone(),
             group: c.group.clone(),
         }),

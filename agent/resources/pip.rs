@@ -241,8 +241,14 @@ pub fn install(python: &Path, args: &[String], what: &str, env_path: &str) -> Re
         ("PATH", path.as_str()),
         ("VIRTUAL_ENV", prefix.as_str()),
     ];
-    let (code, output) = crate::host::mounts::run_output(&python_s, &full, &env, PIP_TIMEOUT)
-        .map_err(|e| Error::Other(format!("pip install in {env_path} failed: {e}")))?;
+    let progress = format!("pip install ({what}) in {env_path}");
+    let (code, output) = super::progress::with_progress(
+        &progress,
+        super::progress::EVERY,
+        &super::progress::say,
+        || crate::host::mounts::run_output(&python_s, &full, &env, PIP_TIMEOUT),
+    )
+    .map_err(|e| Error::Other(format!("pip install in {env_path} failed: {e}")))?;
     if code == Some(0) {
         return Ok(());
     }
@@ -251,6 +257,39 @@ pub fn install(python: &Path, args: &[String], what: &str, env_path: &str) -> Re
         "pip install ({what}) in {env_path} failed ({status}); the end of pip's output:\n{}",
         tail(&output, OUTPUT_TAIL_LINES)
     )))
+}
+
+/// Installs, group after group, the requirements of `groups` that the environment at `real`
+/// (`env_path` on the node) does not satisfy, with its own `bin/python`: the one pip step of
+/// `venv` and `conda_env`.
+pub fn install_groups(
+    host: &crate::host::Host,
+    real: &Path,
+    env_path: &str,
+    groups: &[Group],
+) -> Result<()> {
+    let mut have = installed(real)?;
+    let python = real.join("bin/python");
+    for group in groups {
+        let missing: Vec<&Wanted> = group
+            .wanted
+            .iter()
+            .filter(|w| !have.get(w.name()).is_some_and(|v| w.satisfied_by(v)))
+            .collect();
+        if missing.is_empty() {
+            continue;
+        }
+        if !python.exists() {
+            return Err(Error::Other(format!(
+                "{env_path} has pip requirements but no bin/python to install them with: add python and pip to its packages"
+            )));
+        }
+        let args = install_args(&group.options, &missing, &|p| host.resolve(p))?;
+        let what: Vec<&str> = missing.iter().map(|w| w.text.as_str()).collect();
+        install(&python, &args, &what.join(" "), env_path)?;
+        have = installed(real)?;
+    }
+    Ok(())
 }
 
 /// The last `n` lines of `text`.

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::ownership::{Ownership, chown_tree};
 use super::pip::{self, Group, Installed};
-use crate::engine::{Change, Need, Resource};
+use crate::engine::{Change, DriftWatch, Need, Resource};
 use crate::host::{Error, Host, Kind, Result};
 
 /// How long `python -m venv` may take (it installs the bundled pip wheel).
@@ -88,6 +88,15 @@ impl Resource for Venv {
 
     fn id(&self) -> String {
         format!("venv:{}", self.path)
+    }
+
+    /// `pyvenv.cfg` and every entry of its package folder: a package removed or installed by
+    /// hand (its `*.dist-info` appears or goes) is put right at once.
+    fn drift_watch(&self) -> Vec<DriftWatch> {
+        vec![
+            DriftWatch::Path(format!("{}/pyvenv.cfg", self.path)),
+            DriftWatch::Path(format!("{}/lib/*/site-packages/", self.path)),
+        ]
     }
 
     fn needs(&self) -> Vec<Need> {
@@ -184,31 +193,16 @@ impl Resource for Venv {
 
     fn apply(&self, host: &Host, observed: &Observed, _changes: &[Change]) -> Result<()> {
         let real = host.resolve(&self.path)?;
-        let mut installed = match &observed.found {
-            Some(found) if self.version_differs(found).is_none() => found.installed.clone(),
+        match &observed.found {
+            Some(found) if self.version_differs(found).is_none() => {}
             found => {
                 if found.is_some() {
                     std::fs::remove_dir_all(&real).map_err(Error::io("remove", &real))?;
                 }
                 self.create(host, &real)?;
-                pip::installed(&real)?
             }
-        };
-        let python = real.join("bin/python");
-        for group in &self.groups {
-            let missing: Vec<&pip::Wanted> = group
-                .wanted
-                .iter()
-                .filter(|w| !installed.get(w.name()).is_some_and(|v| w.satisfied_by(v)))
-                .collect();
-            if missing.is_empty() {
-                continue;
-            }
-            let args = pip::install_args(&group.options, &missing, &|p| host.resolve(p))?;
-            let what: Vec<&str> = missing.iter().map(|w| w.text.as_str()).collect();
-            pip::install(&python, &args, &what.join(" "), &self.path)?;
-            installed = pip::installed(&real)?;
         }
+        pip::install_groups(host, &real, &self.path, &self.groups)?;
         if self.owner.is_some() || self.group.is_some() {
             chown_tree(host, &real, self.owner.as_deref(), self.group.as_deref())?;
         }
