@@ -581,6 +581,7 @@ impl Loop {
         if let Some(kill_at) = run.kill_at {
             if run.process.gone() || now >= kill_at {
                 let exit = run.process.kill();
+                self.event(i, EventKind::Exited(exit));
                 self.exited(i, exit, now);
             }
             return;
