@@ -455,6 +455,7 @@ fn apply_hands_a_changed_manifest_to_the_running_agent_and_its_services_follow()
     let v2 = manifest_as(&s, "v2.yaml", "v2", Some(port_c));
     let run = apply(&s, &v2, &[]);
     run.expect(0);
+    eprintln!("{}", run.stdout);
     assert!(
         run.stdout.contains("changed file:/etc/a.conf"),
         "{}",
@@ -566,6 +567,7 @@ impl Drop for Detached {
     fn drop(&mut self) {
         let _ = Command::new("kill")
             .args(["-9", &self.pid.to_string()])
+            .stderr(Stdio::null())
             .status();
         // A service it forked just before dying carries the marker only once it has exec'd: wait
         // for the agent to be gone, then look twice.

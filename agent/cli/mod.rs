@@ -142,6 +142,8 @@ enum UsageError {
     Install(#[from] install_agent::InstallError),
     #[error("{0}")]
     ToAgent(#[from] to_agent::AgentError),
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl UsageError {
@@ -341,6 +343,12 @@ fn apply(args: &ApplyArgs, plan: bool) -> Result<u8, UsageError> {
     );
     let facts = Facts::gather();
     let check = args.check || plan;
+    if check && args.start_agent {
+        return Err(UsageError::Usage(
+            "plan and --check change nothing, so they never start an agent: drop --start-agent"
+                .into(),
+        ));
+    }
     if !check && args.root.is_dir() {
         let host = Host::new(&args.root)?;
         if let Some(pid) = crate::daemon::handoff::running_agent(&host)? {

@@ -10,7 +10,7 @@
 //! from request to result, so two applies at once take turns instead of overwriting each other.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -180,9 +180,25 @@ pub fn running_agent(host: &Host) -> Result<Option<u32>, crate::host::Error> {
     match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock) {
         Ok(_free) => Ok(None),
         Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
-            let mut text = String::new();
-            let _ = file.read_to_string(&mut text);
-            Ok(text.trim().parse().ok())
+            // An agent that has just taken the lock writes its pid a moment later.
+            let deadline = Instant::now() + Duration::from_secs(1);
+            loop {
+                let mut text = String::new();
+                let _ = file.rewind();
+                let _ = file.read_to_string(&mut text);
+                match text.trim().parse() {
+                    Ok(pid) => return Ok(Some(pid)),
+                    Err(_) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(_) => {
+                        return Err(crate::host::Error::Other(format!(
+                            "a provision agent holds {} but has not written its pid into it; try again, or stop it",
+                            path.display()
+                        )));
+                    }
+                }
+            }
         }
         Err((_, e)) => Err(crate::host::Error::io("lock", &path)(e.into())),
     }

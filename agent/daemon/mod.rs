@@ -74,6 +74,8 @@ pub(crate) enum Wake {
     Signal(Signal),
     /// The drift watch saw the paths of these resources change.
     Drift(Vec<String>),
+    /// The supervisor's status changed (a service started, became ready, exited, ...).
+    Services,
 }
 
 /// One loaded manifest: the node's steps and its services as written.
@@ -125,6 +127,7 @@ pub fn run(config: &Config) -> Result<(), Error> {
 
     let (tx, rx) = mpsc::channel();
     let drift = hooks::start_drift_watch(tx.clone());
+    let services_changed = tx.clone();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -147,6 +150,7 @@ pub fn run(config: &Config) -> Result<(), Error> {
         drift,
         notifier: notify::Notifier::from_env(),
         generation: 1,
+        wake: services_changed,
     };
     let report = agent.reconcile();
     agent.observed(status::Cause::Start, &report);
@@ -165,10 +169,14 @@ pub fn run(config: &Config) -> Result<(), Error> {
     loop {
         agent.record();
         agent.tick();
-        let wait = next
-            .saturating_duration_since(Instant::now())
-            .min(Duration::from_millis(200));
+        // Asleep until a signal, drift, a service's change, the watchdog or the next periodic
+        // reconcile: an idle agent does not poll.
+        let mut wait = next.saturating_duration_since(Instant::now());
+        if let Some(due) = agent.notifier.next_due() {
+            wait = wait.min(due);
+        }
         match rx.recv_timeout(wait) {
+            Ok(Wake::Services) => {}
             Ok(Wake::Signal(Signal::SIGHUP)) => {
                 let request = handoff::take_request(&agent.host);
                 let id = request.as_ref().map(|r| r.id.clone());
@@ -247,6 +255,8 @@ struct Agent {
     notifier: notify::Notifier,
     /// Manifests applied: 1 after the start, +1 for each valid reload.
     generation: u64,
+    /// The supervisor wakes the loop through this when a service's state changes.
+    wake: mpsc::Sender<Wake>,
 }
 
 impl Agent {
@@ -340,7 +350,11 @@ impl Agent {
             services = specs.len(),
             "starting services in dependency order"
         );
-        match Supervisor::start(specs) {
+        let wake = self.wake.clone();
+        let changed = move || {
+            let _ = wake.send(Wake::Services);
+        };
+        match Supervisor::start_notifying(specs, changed) {
             Ok(s) => {
                 self.supervisor = Some(s);
                 self.running = set;

@@ -188,6 +188,15 @@ const STOP_POLL: Duration = Duration::from_millis(10);
 impl Supervisor {
     /// Checks the set (names, `after:` targets, cycles) and starts supervising it.
     pub fn start(specs: Vec<ServiceSpec>) -> Result<Supervisor, ConfigError> {
+        Supervisor::start_notifying(specs, || {})
+    }
+
+    /// As [`Supervisor::start`]; `changed` is called (from the supervisor's thread) whenever the
+    /// status changes or an event happens, so a caller can wait for that instead of polling.
+    pub fn start_notifying(
+        specs: Vec<ServiceSpec>,
+        changed: impl Fn() + Send + 'static,
+    ) -> Result<Supervisor, ConfigError> {
         let order = start_order(&specs)?;
         let slots: Vec<Slot> = order
             .into_iter()
@@ -200,6 +209,7 @@ impl Supervisor {
             shared: shared.clone(),
             pending: Vec::new(),
             wake: commands.clone(),
+            changed: Box::new(changed),
         };
         looper.publish();
         let thread = thread::Builder::new()
@@ -421,6 +431,8 @@ struct Loop {
     pending: Vec<Event>,
     /// Child-exit and probe threads wake the loop through this.
     wake: mpsc::Sender<Command>,
+    /// Told when the status changed or an event happened.
+    changed: Box<dyn Fn() + Send>,
 }
 
 impl Loop {
@@ -548,10 +560,17 @@ impl Loop {
     }
 
     fn publish(&mut self) {
-        let status = self.slots.iter().map(Slot::status).collect();
-        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-        shared.status = status;
-        shared.events.append(&mut self.pending);
+        let status: Vec<ServiceStatus> = self.slots.iter().map(Slot::status).collect();
+        let changed = {
+            let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+            let changed = shared.status != status || !self.pending.is_empty();
+            shared.status = status;
+            shared.events.append(&mut self.pending);
+            changed
+        };
+        if changed {
+            (self.changed)();
+        }
     }
 
     fn event(&mut self, i: usize, kind: EventKind) {
