@@ -27,6 +27,15 @@ pub enum AgentError {
         source: std::io::Error,
     },
     #[error(
+        "the provision agent (pid {pid}) started but has not finished its first reconcile within {waited:?}; it keeps running\n  hint: follow it in {} or with `provision status --root ...`; stop it with kill -TERM {pid}",
+        .log.display()
+    )]
+    Slow {
+        pid: u32,
+        waited: Duration,
+        log: PathBuf,
+    },
+    #[error(
         "the provision agent (pid {pid}) exited ({status}) before its first reconcile; its log, {}, ends with:\n{tail}",
         .log.display()
     )]
@@ -125,6 +134,7 @@ pub fn start(
             })
         }
         // Still starting (a long first reconcile): it runs on; say so instead of killing it.
+        Err(HandoffError::NoAnswer { waited, .. }) => Err(AgentError::Slow { pid, waited, log }),
         Err(e) => Err(e.into()),
     }
 }

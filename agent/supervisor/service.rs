@@ -865,3 +865,87 @@ impl Loop {
         false
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::supervisor::{LogConfig, StopConfig};
+
+    fn spec(name: &str, after: &[&str]) -> ServiceSpec {
+        ServiceSpec {
+            process: ProcessSpec {
+                name: name.into(),
+                program: "/nonexistent".into(),
+                args: Vec::new(),
+                env: Vec::new(),
+                cwd: None,
+                identity: None,
+                allow_root: false,
+                umask: None,
+                log: LogConfig {
+                    path: "/nonexistent.log".into(),
+                    max_bytes: 1024,
+                    keep: 1,
+                },
+                stop: StopConfig::default(),
+            },
+            after: after.iter().map(|a| a.to_string()).collect(),
+            readiness: None,
+            ready_timeout: Duration::from_secs(10),
+            liveness: None,
+            liveness_failures: 1,
+            backoff: BackoffConfig::default(),
+            wait_for: Vec::new(),
+            wait_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// A loop over `specs` that never runs: only its timers are looked at.
+    fn looper(specs: Vec<ServiceSpec>) -> Loop {
+        let (wake, _rx) = mpsc::channel();
+        Loop {
+            slots: specs.into_iter().map(Slot::new).collect(),
+            shared: Arc::default(),
+            pending: Vec::new(),
+            wake,
+            changed: Box::new(|| {}),
+        }
+    }
+
+    #[test]
+    fn nothing_timed_means_no_wakeup_at_all() {
+        let l = looper(vec![spec("a", &[]), spec("b", &["a"])]);
+        assert_eq!(l.next_deadline(Instant::now()), None);
+    }
+
+    #[test]
+    fn a_backoff_wakes_the_loop_when_it_ends_and_not_after() {
+        let mut l = looper(vec![spec("a", &[]), spec("b", &["a"])]);
+        let now = Instant::now();
+        let until = now + Duration::from_millis(300);
+        l.slots[1].state = State::Backoff { until, attempt: 2 };
+        assert_eq!(l.next_deadline(now), Some(until));
+        // Over, but `a` is not ready: only `a` becoming ready (an event) can start it.
+        assert_eq!(l.next_deadline(until + Duration::from_millis(1)), None);
+    }
+
+    #[test]
+    fn a_wait_for_wakes_the_loop_for_its_retry_and_its_timeout() {
+        let mut l = looper(vec![spec("a", &[])]);
+        let now = Instant::now();
+        l.slots[0].wait = Some(Wait {
+            since: now,
+            next: 0,
+            probe: None,
+            retry_at: now + Duration::from_millis(50),
+            last_error: String::new(),
+        });
+        assert_eq!(l.next_deadline(now), Some(now + Duration::from_millis(50)));
+        // A probe in flight wakes the loop itself: then only the timeout counts.
+        let (_tx, rx) = mpsc::channel();
+        if let Some(w) = l.slots[0].wait.as_mut() {
+            w.probe = Some(Attempt(rx));
+        }
+        assert_eq!(l.next_deadline(now), Some(now + Duration::from_secs(10)));
+    }
+}
