@@ -429,9 +429,10 @@ fn apply(s: &Setup, manifest: &std::path::Path, extra: &[&str]) -> common::Run {
         "n1",
         "--root",
         &root,
-        "--agent-timeout",
-        "30s",
     ];
+    if !extra.contains(&"--agent-timeout") {
+        args.extend(["--agent-timeout", "30s"]);
+    }
     args.extend_from_slice(extra);
     common::run_with_env(&args, &[("PROVISION_STATUS_LISTEN", "127.0.0.1:0")])
 }
@@ -667,4 +668,56 @@ fn apply_start_agent_starts_a_detached_agent_whose_services_come_up() {
         .filter(|k| k.starts_with("stop"))
         .collect();
     assert_eq!(stops, ["stop b", "stop a"]);
+}
+
+#[test]
+fn apply_says_which_agent_did_not_answer_and_what_to_do() {
+    if !common::have_root("apply_says_which_agent_did_not_answer") {
+        return;
+    }
+    let s = Setup::new();
+    let m = s.manifest("v1", "");
+    // A lock holder that ignores SIGHUP and never answers: a hung agent, as apply sees it.
+    let lock = s.sb.path("/var/lib/provision/agent.lock");
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    std::fs::write(&lock, "").unwrap();
+    let mut holder = Command::new("sh")
+        .args(["-c", "trap '' HUP; exec flock \"$0\" sleep 60"])
+        .arg(&lock)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = holder.id();
+    let deadline = Instant::now() + LIMIT;
+    // flock(1) holds the lock once the file cannot be locked by anyone else.
+    while nix::fcntl::Flock::lock(
+        std::fs::File::open(&lock).unwrap(),
+        nix::fcntl::FlockArg::LockSharedNonblock,
+    )
+    .is_ok()
+    {
+        assert!(Instant::now() < deadline, "flock did not take the lock");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::fs::write(&lock, format!("{pid}\n")).unwrap();
+    let run = apply(&s, &m, &["--agent-timeout", "300ms"]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    common::reap_adopted();
+    run.expect(1);
+    assert!(
+        run.stderr.contains(&format!(
+            "the provision agent (pid {pid}) did not answer within 300ms"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(&format!("kill -TERM {pid}")),
+        "{}",
+        run.stderr
+    );
+    // Nothing was applied locally instead, and no service started.
+    assert!(!s.sb.path("/etc/a.conf").exists());
+    assert!(s.events().is_empty());
 }

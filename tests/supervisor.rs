@@ -858,13 +858,15 @@ fn exits_after_hung(sup: &Supervisor, name: &str) -> Vec<(Exit, Instant, Instant
 fn a_liveness_kill_sends_the_stop_signal_first_and_sigkills_the_group_after_the_grace() {
     let dir = open_dir();
     let d = dir.path();
-    // Obeys the stop signal (SIGUSR1): logs it and exits 0.
-    let obeys = hung_service(
+    // Obeys the stop signal (SIGUSR1): logs it and exits 0, which still counts as a failure: it
+    // restarts even under `on-failure`.
+    let mut obeys = hung_service(
         d,
         "obeys",
         "trap 'echo usr1 >> \"$D/obeys-signals\"; exit 0' USR1; while :; do sleep 0.05; done # 3061",
         Duration::from_secs(10),
     );
+    obeys.backoff.policy = RestartPolicy::OnFailure;
     // Ignores it: logs it and carries on, so only SIGKILL ends it, once the grace is over.
     let grace = Duration::from_millis(400);
     let stubborn = hung_service(

@@ -601,13 +601,13 @@ impl Loop {
             if run.process.gone() || now >= kill_at {
                 let exit = run.process.kill();
                 self.event(i, EventKind::Exited(exit));
-                self.exited(i, exit, now);
+                self.exited(i, exit, now, true);
             }
             return;
         }
         if let Some(exit) = run.process.try_exit() {
             self.event(i, EventKind::Exited(exit));
-            self.exited(i, exit, now);
+            self.exited(i, exit, now, false);
             return;
         }
         let result = run.probe.as_ref().and_then(Attempt::result);
@@ -671,14 +671,16 @@ impl Loop {
         slot.set(State::Stopping { pid });
     }
 
-    fn exited(&mut self, i: usize, exit: Exit, now: Instant) {
+    /// A run ended; `stopped` says the supervisor stopped it (hung, or not ready in time).
+    fn exited(&mut self, i: usize, exit: Exit, now: Instant, stopped: bool) {
         let slot = &mut self.slots[i];
         let Some(run) = slot.run.take() else { return };
         slot.last_exit = Some(exit);
         let started = run.process.started();
         drop(run);
-        // A kill for not being ready or for hanging is a failure whatever the status says.
-        let success = exit.success();
+        // A stop for not being ready or for hanging is a failure whatever the status says (a
+        // service that exits 0 on its stop signal must still restart under `on-failure`).
+        let success = exit.success() && !stopped;
         match slot.backoff.exited(started, now, success) {
             Decision::RestartIn(delay) => {
                 let attempt = slot.backoff.attempt();
