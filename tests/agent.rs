@@ -682,7 +682,8 @@ fn apply_says_which_agent_did_not_answer_and_what_to_do() {
     std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
     std::fs::write(&lock, "").unwrap();
     let mut holder = Command::new("sh")
-        .args(["-c", "trap '' HUP; exec flock \"$0\" sleep 60"])
+        // --no-fork: sleep itself holds the lock, so killing this pid leaves nothing behind.
+        .args(["-c", "trap '' HUP; exec flock --no-fork \"$0\" sleep 60"])
         .arg(&lock)
         .stdin(Stdio::null())
         .spawn()
