@@ -254,3 +254,89 @@ pub fn exit_code(outcome: &Outcome, detailed: bool) -> u8 {
         (true, true, true) => 6,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::handoff::ServiceChanges;
+
+    fn outcome(applied: bool, ok: bool, changed: usize, services: ServiceChanges) -> Outcome {
+        Outcome {
+            id: None,
+            agent_pid: 1,
+            generation: 2,
+            manifest: PathBuf::from("/m.yaml"),
+            node: "n1".into(),
+            applied,
+            ok,
+            errors: Vec::new(),
+            changed,
+            unchanged: 3,
+            failed: usize::from(!ok),
+            skipped: 0,
+            resources: Vec::new(),
+            services,
+        }
+    }
+
+    #[test]
+    fn exit_codes_match_a_local_apply() {
+        let none = ServiceChanges::default();
+        let restarted = ServiceChanges {
+            restarted: vec![("a".into(), "its spec changed".into())],
+            ..ServiceChanges::default()
+        };
+        assert_eq!(exit_code(&outcome(false, false, 0, none.clone()), false), 1);
+        assert_eq!(exit_code(&outcome(false, false, 0, none.clone()), true), 1);
+        assert_eq!(exit_code(&outcome(true, true, 0, none.clone()), false), 0);
+        assert_eq!(exit_code(&outcome(true, true, 1, none.clone()), false), 0);
+        assert_eq!(exit_code(&outcome(true, false, 1, none.clone()), false), 4);
+        assert_eq!(exit_code(&outcome(true, true, 0, none.clone()), true), 0);
+        // A service that followed is a change, even when no resource changed.
+        assert_eq!(
+            exit_code(&outcome(true, true, 0, restarted.clone()), true),
+            2
+        );
+        assert_eq!(exit_code(&outcome(true, false, 0, none), true), 4);
+        assert_eq!(exit_code(&outcome(true, false, 0, restarted), true), 6);
+    }
+
+    /// `text` without colour codes (on a terminal the words are painted).
+    fn plain(text: Vec<u8>) -> String {
+        let text = String::from_utf8(text).unwrap();
+        let mut out = String::new();
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find('\x1b') {
+            out.push_str(&rest[..i]);
+            rest = rest[i..].split_once('m').map_or("", |(_, r)| r);
+        }
+        out + rest
+    }
+
+    #[test]
+    fn the_summary_says_who_did_what() {
+        let mut out = Vec::new();
+        let o = outcome(
+            true,
+            true,
+            0,
+            ServiceChanges {
+                stopped: vec!["c".into()],
+                ..ServiceChanges::default()
+            },
+        );
+        print(&mut out, &o, None);
+        let text = plain(out);
+        assert_eq!(
+            text,
+            "stopped service:c: no longer in the manifest\nprovision agent (pid 1) applied: /m.yaml generation 2, node n1: 0 changed, 3 unchanged, 0 failed, 0 skipped\n"
+        );
+        let mut out = Vec::new();
+        print(
+            &mut out,
+            &outcome(false, false, 0, ServiceChanges::default()),
+            None,
+        );
+        assert!(plain(out).contains("refused the manifest, kept the running one"),);
+    }
+}
