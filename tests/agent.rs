@@ -396,3 +396,329 @@ fn a_changed_config_file_restarts_only_its_service_and_a_broken_manifest_changes
     assert_eq!(agent.wait_exit().code(), Some(0));
     assert_eq!(agent.marked(), Vec::<i32>::new());
 }
+
+/// The manifest of [`Setup::manifest`] under another file name, with an optional third service
+/// `c` (no dependencies) on its own port.
+fn manifest_as(s: &Setup, name: &str, config: &str, with_c: Option<u16>) -> std::path::PathBuf {
+    let extra = with_c.map_or_else(String::new, |port| {
+        let script = s.sb.path("/opt/server.py").display().to_string();
+        format!(
+            r#"
+  - service:
+      name: c
+      command: [python3, {script}, "{port}", c, {}, "0"]
+      user: svc
+      after: [directory:/srv/run]
+      readiness: {{tcp: "127.0.0.1:{port}", interval: 50ms}}
+      stop: {{grace: 5s}}"#,
+            s.events_path()
+        )
+    });
+    let m = s.manifest(config, &extra);
+    let named = m.with_file_name(name);
+    std::fs::rename(&m, &named).unwrap();
+    named
+}
+
+fn apply(s: &Setup, manifest: &std::path::Path, extra: &[&str]) -> common::Run {
+    let root = s.sb.root().display().to_string();
+    let mut args = vec![
+        "apply",
+        manifest.to_str().unwrap(),
+        "--node",
+        "n1",
+        "--root",
+        &root,
+    ];
+    if !extra.contains(&"--agent-timeout") {
+        args.extend(["--agent-timeout", "30s"]);
+    }
+    args.extend_from_slice(extra);
+    common::run_with_env(&args, &[("PROVISION_STATUS_LISTEN", "127.0.0.1:0")])
+}
+
+#[test]
+fn apply_hands_a_changed_manifest_to_the_running_agent_and_its_services_follow() {
+    if !common::have_root("apply_hands_a_changed_manifest_to_the_running_agent") {
+        return;
+    }
+    let s = Setup::new();
+    let m = manifest_as(&s, "v1.yaml", "v1", None);
+    let mut agent = s.agent(&m);
+    s.wait_for("b listening", |e| {
+        e.iter().any(|l| l.starts_with("listen b"))
+    });
+    let (a1, b1) = (s.pid_of("a")[0], s.pid_of("b")[0]);
+    let pid = agent.child.id().to_string();
+
+    // Another file: a's config changes and a new service c comes.
+    let port_c = free_port();
+    let v2 = manifest_as(&s, "v2.yaml", "v2", Some(port_c));
+    let run = apply(&s, &v2, &[]);
+    run.expect(0);
+    eprintln!("{}", run.stdout);
+    assert!(
+        run.stdout.contains("changed file:/etc/a.conf"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("started service:c"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("restarted service:a: file:/etc/a.conf changed"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains(&format!(
+            "provision agent (pid {pid}) applied: {}",
+            v2.display()
+        )),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("generation 2"), "{}", run.stdout);
+    assert!(!run.stdout.contains("service:b"), "{}", run.stdout);
+    s.wait_for("a listening again and c listening", |e| {
+        e.iter().filter(|l| l.starts_with("listen a")).count() == 2
+            && e.iter().any(|l| l.starts_with("listen c"))
+    });
+    assert_eq!(s.sb.read("/etc/a.conf"), "v2\n");
+    assert!(!alive(a1), "the old a is still running");
+    assert!(alive(b1), "b restarted too; log:\n{}", agent.log());
+    assert_eq!(s.pid_of("b"), [b1]);
+    let (a2, c1) = (s.pid_of("a")[0], s.pid_of("c")[0]);
+
+    // c leaves the manifest: it stops, a and b keep their pids.
+    let v3 = manifest_as(&s, "v3.yaml", "v2", None);
+    let run = apply(&s, &v3, &["--json"]);
+    run.expect(0);
+    let json = run.json();
+    assert_eq!(json["generation"], 3, "{json}");
+    assert_eq!(json["applied"], true);
+    assert_eq!(
+        json["services"]["stopped"],
+        serde_json::json!(["c"]),
+        "{json}"
+    );
+    assert_eq!(json["changed"], 0, "{json}");
+    assert!(
+        s.events().iter().any(|l| l == &format!("stop c {c1}")),
+        "{:?}",
+        s.events()
+    );
+    // The answer comes once the supervisor was told; c's exit follows within its grace.
+    let deadline = Instant::now() + LIMIT;
+    while alive(c1) {
+        assert!(
+            Instant::now() < deadline,
+            "c did not stop; log:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(alive(a2) && alive(b1), "log:\n{}", agent.log());
+    assert!(
+        !s.sb.path("/var/lib/provision/apply.request").exists(),
+        "the agent left the request"
+    );
+    agent.signal("TERM");
+    assert_eq!(agent.wait_exit().code(), Some(0));
+    assert_eq!(agent.marked(), Vec::<i32>::new());
+}
+
+#[test]
+fn apply_with_a_broken_manifest_sends_nothing_to_the_agent() {
+    if !common::have_root("apply_with_a_broken_manifest_sends_nothing_to_the_agent") {
+        return;
+    }
+    let s = Setup::new();
+    let m = s.manifest("v1", "");
+    let mut agent = s.agent(&m);
+    s.wait_for("b listening", |e| {
+        e.iter().any(|l| l.starts_with("listen b"))
+    });
+    let (a1, b1) = (s.pid_of("a")[0], s.pid_of("b")[0]);
+    let bad =
+        s.sb.manifest("bad.yaml", "nodes:\n  - name: n1\n    address: nope\n");
+    let result = s.sb.path("/var/lib/provision/apply.result");
+    let before = std::fs::read_to_string(&result).unwrap();
+    let run = apply(&s, &bad, &[]);
+    run.expect(1);
+    assert!(run.stderr.contains("bad.yaml:3:14"), "{}", run.stderr);
+    // Nothing was sent: no request, no SIGHUP, no new answer, same processes, same config.
+    assert!(!s.sb.path("/var/lib/provision/apply.request").exists());
+    assert!(!agent.log().contains("SIGHUP"), "{}", agent.log());
+    assert_eq!(std::fs::read_to_string(&result).unwrap(), before);
+    assert!(alive(a1) && alive(b1));
+    assert_eq!(kinds(&s.events()).len(), 4, "{:?}", s.events());
+    assert_eq!(s.sb.read("/etc/a.conf"), "v1\n");
+    agent.signal("TERM");
+    assert_eq!(agent.wait_exit().code(), Some(0));
+}
+
+/// An agent `apply --start-agent` started: not our child (apply's), but adopted by this test
+/// once apply exits. Drop kills it and everything carrying its root's marker.
+struct Detached {
+    pid: i32,
+    marker: String,
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-9", &self.pid.to_string()])
+            .stderr(Stdio::null())
+            .status();
+        // A service it forked just before dying carries the marker only once it has exec'd: wait
+        // for the agent to be gone, then look twice.
+        let deadline = Instant::now() + LIMIT;
+        while alive(self.pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for _ in 0..2 {
+            std::thread::sleep(Duration::from_millis(100));
+            for pid in marked(&self.marker) {
+                let _ = Command::new("kill")
+                    .args(["-9", &format!("-{pid}")])
+                    .status();
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+        }
+        common::reap_adopted();
+    }
+}
+
+#[test]
+fn apply_start_agent_starts_a_detached_agent_whose_services_come_up() {
+    if !common::have_root("apply_start_agent_starts_a_detached_agent") {
+        return;
+    }
+    let s = Setup::new();
+    let m = s.manifest("v1", "");
+    // Without an agent and without --start-agent: everything but the services, and the hint.
+    let run = apply(&s, &m, &[]);
+    run.expect(0);
+    assert!(
+        run.stdout.contains("no provision agent runs for") && run.stdout.contains("--start-agent"),
+        "{}",
+        run.stdout
+    );
+    assert!(s.events().is_empty(), "apply started a service");
+
+    let run = apply(&s, &m, &["--start-agent"]);
+    run.expect(0);
+    let pid: i32 = run
+        .stdout
+        .split("started provision agent (pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in:\n{}", run.stdout));
+    let agent = Detached {
+        pid,
+        marker: format!("PROVISION_AGENT_ROOT={}", s.sb.root().display()),
+    };
+    assert!(
+        run.stdout.contains("status API http://127.0.0.1:"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("started service:a"), "{}", run.stdout);
+    assert!(alive(pid), "the agent is gone after apply exited");
+    // A session of its own: apply's terminal and process group signals do not reach it.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let session: i32 = stat[stat.rfind(')').unwrap() + 2..]
+        .split(' ')
+        .nth(3)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(session, pid);
+    s.wait_for("b listening", |e| {
+        e.iter().any(|l| l.starts_with("listen b"))
+    });
+    let log = s.sb.read("/var/log/provision/agent.log");
+    assert!(log.contains("agent ready"), "{log}");
+    // A second --start-agent finds it running and hands the manifest over instead.
+    let again = apply(&s, &m, &["--start-agent"]);
+    again.expect(0);
+    assert!(
+        again
+            .stdout
+            .contains(&format!("provision agent (pid {pid}) applied")),
+        "{}",
+        again.stdout
+    );
+
+    let pids = [s.pid_of("a")[0], s.pid_of("b")[0]];
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + LIMIT;
+    while alive(pid) {
+        assert!(Instant::now() < deadline, "the agent did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(pids.iter().all(|&p| !alive(p)), "{pids:?} still alive");
+    assert_eq!(marked(&agent.marker), Vec::<i32>::new());
+    let stops: Vec<String> = kinds(&s.events())
+        .into_iter()
+        .filter(|k| k.starts_with("stop"))
+        .collect();
+    assert_eq!(stops, ["stop b", "stop a"]);
+}
+
+#[test]
+fn apply_says_which_agent_did_not_answer_and_what_to_do() {
+    if !common::have_root("apply_says_which_agent_did_not_answer") {
+        return;
+    }
+    let s = Setup::new();
+    let m = s.manifest("v1", "");
+    // A lock holder that ignores SIGHUP and never answers: a hung agent, as apply sees it.
+    let lock = s.sb.path("/var/lib/provision/agent.lock");
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    std::fs::write(&lock, "").unwrap();
+    let mut holder = Command::new("sh")
+        // --no-fork: sleep itself holds the lock, so killing this pid leaves nothing behind.
+        .args(["-c", "trap '' HUP; exec flock --no-fork \"$0\" sleep 60"])
+        .arg(&lock)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = holder.id();
+    let deadline = Instant::now() + LIMIT;
+    // flock(1) holds the lock once the file cannot be locked by anyone else.
+    while nix::fcntl::Flock::lock(
+        std::fs::File::open(&lock).unwrap(),
+        nix::fcntl::FlockArg::LockSharedNonblock,
+    )
+    .is_ok()
+    {
+        assert!(Instant::now() < deadline, "flock did not take the lock");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::fs::write(&lock, format!("{pid}\n")).unwrap();
+    let run = apply(&s, &m, &["--agent-timeout", "300ms"]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    common::reap_adopted();
+    run.expect(1);
+    assert!(
+        run.stderr.contains(&format!(
+            "the provision agent (pid {pid}) did not answer within 300ms"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(&format!("kill -TERM {pid}")),
+        "{}",
+        run.stderr
+    );
+    // Nothing was applied locally instead, and no service started.
+    assert!(!s.sb.path("/etc/a.conf").exists());
+    assert!(s.events().is_empty());
+}

@@ -764,3 +764,199 @@ fn wait_for_gives_up_after_its_timeout_and_says_on_what() {
     assert!(spawned_at(&sup, "node").is_empty());
     drop(sup);
 }
+
+// ---------------------------------------------------------------- probes as the service
+
+#[test]
+fn command_probes_run_as_the_service_user_with_its_clean_environment() {
+    let dir = open_dir();
+    let d = dir.path();
+    let mut svc = service(sh("probed", "exec sleep 3051", d), &[]);
+    // The probe records who ran it and with what environment, then passes.
+    svc.readiness = Some(Probe {
+        check: Check::Command {
+            program: "/bin/sh".into(),
+            args: vec![
+                "-c".into(),
+                "id -u > \"$D/probe-uid\"; id -G > \"$D/probe-groups\"; env > \"$D/probe-env\""
+                    .into(),
+            ],
+        },
+        interval: Duration::from_millis(20),
+        timeout: Duration::from_secs(5),
+    });
+    let sup = Supervisor::start(vec![svc]).unwrap();
+    wait_until("ready", || {
+        matches!(state(&sup, "probed"), State::Ready { .. })
+    });
+    let (uid, gid, home) = identity().map_or_else(
+        || {
+            (
+                Uid::effective().as_raw(),
+                nix::unistd::Gid::effective().as_raw(),
+                std::env::var("HOME").unwrap_or_default(),
+            )
+        },
+        |i| (i.uid, i.gid, i.home),
+    );
+    assert_eq!(read(&d.join("probe-uid")).trim(), uid.to_string());
+    if identity().is_some() {
+        // Only the service's groups: not root's.
+        assert_eq!(read(&d.join("probe-groups")).trim(), gid.to_string());
+    }
+    let env = read(&d.join("probe-env"));
+    assert!(env.lines().any(|l| l == format!("HOME={home}")), "{env}");
+    assert!(
+        env.lines().any(|l| l == format!("D={}", d.display())),
+        "{env}"
+    );
+    // The agent's (here: the test's) own environment does not leak into the probe.
+    assert!(!env.contains("CARGO"), "{env}");
+    drop(sup);
+    assert_none_left(&["3051"]);
+}
+
+// ---------------------------------------------------------------- liveness kill honours stop
+
+/// A ready service whose liveness probe always fails, that logs the signals it gets.
+fn hung_service(d: &Path, name: &str, script: &str, grace: Duration) -> ServiceSpec {
+    let mut spec = service(sh(name, script, d), &[]);
+    spec.process.stop = StopConfig {
+        signal: Signal::SIGUSR1,
+        grace,
+    };
+    spec.liveness = Some(Probe {
+        check: Check::File {
+            path: d.join("never"),
+        },
+        interval: Duration::from_millis(50),
+        timeout: Duration::from_millis(200),
+    });
+    spec.liveness_failures = 2;
+    spec
+}
+
+fn exits_after_hung(sup: &Supervisor, name: &str) -> Vec<(Exit, Instant, Instant)> {
+    let events = events_of(sup, name);
+    let mut out = Vec::new();
+    let mut hung_at = None;
+    for (k, at) in events {
+        match k {
+            EventKind::Hung(_) => hung_at = Some(at),
+            EventKind::Exited(exit) => {
+                if let Some(h) = hung_at.take() {
+                    out.push((exit, h, at));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn a_liveness_kill_sends_the_stop_signal_first_and_sigkills_the_group_after_the_grace() {
+    let dir = open_dir();
+    let d = dir.path();
+    // Obeys the stop signal (SIGUSR1): logs it and exits 0, which still counts as a failure: it
+    // restarts even under `on-failure`.
+    let mut obeys = hung_service(
+        d,
+        "obeys",
+        "trap 'echo usr1 >> \"$D/obeys-signals\"; exit 0' USR1; while :; do sleep 0.05; done # 3061",
+        Duration::from_secs(10),
+    );
+    obeys.backoff.policy = RestartPolicy::OnFailure;
+    // Ignores it: logs it and carries on, so only SIGKILL ends it, once the grace is over.
+    let grace = Duration::from_millis(400);
+    let stubborn = hung_service(
+        d,
+        "stubborn",
+        "trap 'echo usr1 >> \"$D/stubborn-signals\"' USR1; while :; do sleep 0.05; done # 3062",
+        grace,
+    );
+    let sup = Supervisor::start(vec![obeys, stubborn]).unwrap();
+    wait_until("both stopped for hanging once", || {
+        !exits_after_hung(&sup, "obeys").is_empty()
+            && !exits_after_hung(&sup, "stubborn").is_empty()
+    });
+    let (exit, _, _) = exits_after_hung(&sup, "obeys")[0];
+    assert_eq!(exit, Exit::Code(0), "it was not given the stop signal");
+    assert!(read(&d.join("obeys-signals")).starts_with("usr1"));
+    let (exit, hung, ended) = exits_after_hung(&sup, "stubborn")[0];
+    assert_eq!(exit, Exit::Signal(Signal::SIGKILL as i32));
+    assert!(read(&d.join("stubborn-signals")).starts_with("usr1"));
+    // SIGKILL only once the grace period was over.
+    assert!(ended - hung >= grace, "{:?}", ended - hung);
+    // And both restart like after a crash.
+    wait_until("restarts", || {
+        spawned_at(&sup, "obeys").len() >= 2 && spawned_at(&sup, "stubborn").len() >= 2
+    });
+    drop(sup);
+}
+
+// ---------------------------------------------------------------- failed spawns
+
+#[test]
+fn a_spawn_that_fails_is_retried_with_backoff_until_the_program_appears() {
+    let dir = open_dir();
+    let d = dir.path();
+    let program = d.join("later.sh");
+    let mut spec = service(sh("later", "", d), &[]);
+    spec.process.program = program.display().to_string();
+    spec.process.args = vec!["3071".into()];
+    let sup = Supervisor::start(vec![spec]).unwrap();
+    wait_until("two failed spawns", || {
+        events_of(&sup, "later")
+            .iter()
+            .filter(|(k, _)| matches!(k, EventKind::SpawnFailed(_)))
+            .count()
+            >= 2
+    });
+    assert!(
+        matches!(state(&sup, "later"), State::Backoff { .. }),
+        "{}",
+        state(&sup, "later")
+    );
+    std::fs::write(&program, "#!/bin/sh\nexec sleep \"$1\"\n").unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    wait_until("ready", || {
+        matches!(state(&sup, "later"), State::Ready { .. })
+    });
+    let failures: Vec<String> = events_of(&sup, "later")
+        .into_iter()
+        .filter_map(|(k, _)| match k {
+            EventKind::SpawnFailed(why) => Some(why),
+            _ => None,
+        })
+        .collect();
+    assert!(failures[0].contains("later.sh"), "{failures:?}");
+    drop(sup);
+    assert_none_left(&["3071"]);
+}
+
+#[test]
+fn spawns_that_keep_failing_trip_the_breaker() {
+    let dir = open_dir();
+    let d = dir.path();
+    let mut spec = service(sh("never", "", d), &[]);
+    spec.process.program = d.join("missing").display().to_string();
+    spec.backoff.base = Duration::from_millis(20);
+    spec.backoff.start_limit = 3;
+    let sup = Supervisor::start(vec![spec]).unwrap();
+    wait_until("failed", || {
+        matches!(state(&sup, "never"), State::Failed { .. })
+    });
+    let shown = state(&sup, "never").to_string();
+    assert!(shown.starts_with("failing, gave up at "), "{shown}");
+    assert!(shown.contains("3 starts within"), "{shown}");
+    assert!(shown.contains("missing"), "{shown}");
+    let events = events_of(&sup, "never");
+    let failed = events
+        .iter()
+        .filter(|(k, _)| matches!(k, EventKind::SpawnFailed(_)))
+        .count();
+    assert_eq!(failed, 3, "{events:?}");
+    assert!(matches!(events.last(), Some((EventKind::GaveUp(_), _))));
+    drop(sup);
+}

@@ -7,6 +7,7 @@ mod gpu;
 mod install_agent;
 mod output;
 mod status;
+mod to_agent;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -110,6 +111,14 @@ struct ApplyArgs {
     /// Exit 0 no changes, 2 changes, 4 failures, 6 changes and failures.
     #[arg(long)]
     detailed_exitcodes: bool,
+    /// When no agent runs for this root: start `provision agent` for this manifest (in a session
+    /// of its own, log in <root>/var/log/provision/agent.log) and report its first reconcile.
+    #[arg(long, conflicts_with = "check")]
+    start_agent: bool,
+    /// How long to wait for the agent to answer (a hand-off, or the first reconcile of an agent
+    /// --start-agent started), e.g. 30s, 10m.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    agent_timeout: std::time::Duration,
 }
 
 /// Errors that end a command before any resource runs: nothing was touched, exit 1.
@@ -131,6 +140,10 @@ enum UsageError {
     Status(#[from] status::StatusError),
     #[error("{0}")]
     Install(#[from] install_agent::InstallError),
+    #[error("{0}")]
+    ToAgent(#[from] to_agent::AgentError),
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl UsageError {
@@ -329,6 +342,19 @@ fn apply(args: &ApplyArgs, plan: bool) -> Result<u8, UsageError> {
         "manifest valid"
     );
     let facts = Facts::gather();
+    let check = args.check || plan;
+    if check && args.start_agent {
+        return Err(UsageError::Usage(
+            "plan and --check change nothing, so they never start an agent: drop --start-agent"
+                .into(),
+        ));
+    }
+    if !check && args.root.is_dir() {
+        let host = Host::new(&args.root)?;
+        if let Some(pid) = crate::daemon::handoff::running_agent(&host)? {
+            return hand_over(args, &manifest, &facts, &host, pid);
+        }
+    }
     let selection = manifest.select(args.node.as_deref(), &facts::hostname())?;
     tracing::info!(node = %selection.node.name, resources = selection.resources.len(), "node selected");
     if !args.root.is_dir() {
@@ -359,7 +385,34 @@ fn apply(args: &ApplyArgs, plan: bool) -> Result<u8, UsageError> {
     } else {
         Some(host.lock()?)
     };
+    if args.start_agent {
+        drop(_lock);
+        let (pid, log, outcome) = to_agent::start(
+            &host,
+            &args.root,
+            &args.manifest,
+            args.node.as_deref(),
+            args.agent_timeout,
+        )?;
+        let addr = std::fs::read_to_string(host.resolve(&format!(
+            "{}/{}",
+            crate::host::STATE_DIR,
+            crate::daemon::status::ADDR_FILE
+        ))?)
+        .ok()
+        .map(|a| a.trim().to_owned());
+        return Ok(print_outcome(
+            args,
+            &outcome,
+            Some((pid, &log, addr.as_deref())),
+        ));
+    }
     let report = engine::run(&steps, &host, &selection.node.name, options).map_err(located)?;
+    let services = report
+        .resources
+        .iter()
+        .filter(|r| r.id.starts_with("service:"))
+        .count();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if args.json {
@@ -370,6 +423,59 @@ fn apply(args: &ApplyArgs, plan: bool) -> Result<u8, UsageError> {
         );
     } else {
         output::report(&mut out, &report, options.diff);
+        if services > 0 && !options.check {
+            let _ = writeln!(
+                out,
+                "no provision agent runs for {}: its {services} service(s) are not started; start one with `provision apply --start-agent {}` (or `provision agent`, `provision install-agent`)",
+                args.root.display(),
+                args.manifest.display()
+            );
+        }
     }
     Ok(report.exit_code(args.detailed_exitcodes))
+}
+
+/// An agent runs for this root: check the manifest here (every error with file:line:column,
+/// nothing sent), then hand it over and print what the agent did.
+fn hand_over(
+    args: &ApplyArgs,
+    m: &manifest::Manifest,
+    facts: &Facts,
+    host: &Host,
+    pid: u32,
+) -> Result<u8, UsageError> {
+    let errors = order_errors(m, facts);
+    if !errors.is_empty() {
+        return Err(manifest::Diagnostics(errors).into());
+    }
+    if let Some(node) = &args.node {
+        m.select(Some(node), "")?;
+    }
+    let outcome = to_agent::hand_over(
+        host,
+        pid,
+        &args.manifest,
+        args.node.as_deref(),
+        args.agent_timeout,
+    )?;
+    Ok(print_outcome(args, &outcome, None))
+}
+
+fn print_outcome(
+    args: &ApplyArgs,
+    outcome: &crate::daemon::handoff::Outcome,
+    started: Option<(u32, &Path, Option<&str>)>,
+) -> u8 {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if args.json {
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(outcome).unwrap_or_default()
+        );
+    } else {
+        to_agent::print(&mut out, outcome, started);
+    }
+    to_agent::exit_code(outcome, args.detailed_exitcodes)
 }

@@ -6,8 +6,14 @@
 //! them are killed before any service starts, so a restart never duplicates a service; a service
 //! whose `after:` resource failed is not started; SIGTERM/SIGINT stop every service in reverse
 //! dependency order and exit 0; an invalid manifest on SIGHUP changes nothing.
+//!
+//! `provision apply` talks to a running agent through [`handoff`]: on SIGHUP the agent takes a
+//! pending request (switching to its manifest), reloads, lets the services follow (new ones
+//! start, removed ones stop, a changed one or one after a changed resource restarts, the others
+//! keep running), and writes what it did, with a generation number, for apply to print.
 
 mod drift;
+pub mod handoff;
 mod hooks;
 mod notify;
 mod orphans;
@@ -28,6 +34,7 @@ use crate::host::{Host, STATE_DIR};
 use crate::manifest::{self, model::ResourceSpec};
 use crate::resources::service::supervised;
 use crate::supervisor::{ServiceSpec, Supervisor};
+use handoff::ServiceChanges;
 
 /// Why the agent did not start (nothing was touched).
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +74,8 @@ pub(crate) enum Wake {
     Signal(Signal),
     /// The drift watch saw the paths of these resources change.
     Drift(Vec<String>),
+    /// The supervisor's status changed (a service started, became ready, exited, ...).
+    Services,
 }
 
 /// One loaded manifest: the node's steps and its services as written.
@@ -118,6 +127,7 @@ pub fn run(config: &Config) -> Result<(), Error> {
 
     let (tx, rx) = mpsc::channel();
     let drift = hooks::start_drift_watch(tx.clone());
+    let services_changed = tx.clone();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -139,20 +149,40 @@ pub fn run(config: &Config) -> Result<(), Error> {
         board,
         drift,
         notifier: notify::Notifier::from_env(),
+        generation: 1,
+        wake: services_changed,
     };
     let report = agent.reconcile();
     agent.observed(status::Cause::Start, &report);
-    agent.start_services(&report);
+    let errors = agent.start_services(&report).err().into_iter().collect();
     agent.ready();
+    let started = ServiceChanges {
+        started: agent
+            .running
+            .iter()
+            .map(|(s, _)| s.process.name.clone())
+            .collect(),
+        ..ServiceChanges::default()
+    };
+    agent.answer(None, handoff::Outcome::reconciled(&report, started, errors));
     let mut next = Instant::now() + config.interval;
     loop {
         agent.record();
         agent.tick();
-        let wait = next
-            .saturating_duration_since(Instant::now())
-            .min(Duration::from_millis(200));
+        // Asleep until a signal, drift, a service's change, the watchdog or the next periodic
+        // reconcile: an idle agent does not poll.
+        let mut wait = next.saturating_duration_since(Instant::now());
+        if let Some(due) = agent.notifier.next_due() {
+            wait = wait.min(due);
+        }
         match rx.recv_timeout(wait) {
-            Ok(Wake::Signal(Signal::SIGHUP)) => agent.reload(&facts),
+            Ok(Wake::Services) => {}
+            Ok(Wake::Signal(Signal::SIGHUP)) => {
+                let request = handoff::take_request(&agent.host);
+                let id = request.as_ref().map(|r| r.id.clone());
+                let outcome = agent.reload(&facts, request);
+                agent.answer(id, outcome);
+            }
             Ok(Wake::Drift(ids)) => {
                 let report = agent.reconcile();
                 agent.observed(status::Cause::Drift(ids), &report);
@@ -223,6 +253,10 @@ struct Agent {
     board: status::Board,
     drift: Option<drift::Drift>,
     notifier: notify::Notifier,
+    /// Manifests applied: 1 after the start, +1 for each valid reload.
+    generation: u64,
+    /// The supervisor wakes the loop through this when a service's state changes.
+    wake: mpsc::Sender<Wake>,
 }
 
 impl Agent {
@@ -309,26 +343,46 @@ impl Agent {
         out
     }
 
-    fn start_services(&mut self, report: &Report) {
+    fn start_services(&mut self, report: &Report) -> Result<(), String> {
         let set = self.startable(report);
         let specs: Vec<ServiceSpec> = set.iter().map(|(s, _)| s.clone()).collect();
         tracing::info!(
             services = specs.len(),
             "starting services in dependency order"
         );
-        match Supervisor::start(specs) {
+        let wake = self.wake.clone();
+        let changed = move || {
+            let _ = wake.send(Wake::Services);
+        };
+        match Supervisor::start_notifying(specs, changed) {
             Ok(s) => {
                 self.supervisor = Some(s);
                 self.running = set;
+                Ok(())
             }
-            Err(e) => tracing::error!(error = %e, "cannot supervise the services"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot supervise the services");
+                Err(format!("cannot supervise the services: {e}"))
+            }
         }
     }
 
+    /// Writes the answer for `id` (or for a start or a plain SIGHUP) with this agent's state.
+    fn answer(&self, id: Option<String>, mut outcome: handoff::Outcome) {
+        outcome.id = id;
+        outcome.generation = self.generation;
+        outcome.manifest = self.config.manifest.clone();
+        outcome.node = self.loaded.node.clone();
+        handoff::answer(&self.host, &outcome);
+    }
+
     /// Restarts every running service that is `after:` a resource that changed in `report`,
-    /// except those in `done`.
-    fn restart_dependents(&self, report: &Report, done: &[String]) {
-        let Some(sup) = &self.supervisor else { return };
+    /// except those in `done`; returns `(service, why)` for each.
+    fn restart_dependents(&self, report: &Report, done: &[String]) -> Vec<(String, String)> {
+        let mut restarted: Vec<(String, String)> = Vec::new();
+        let Some(sup) = &self.supervisor else {
+            return restarted;
+        };
         for r in report
             .resources
             .iter()
@@ -336,60 +390,148 @@ impl Agent {
         {
             for (spec, after) in &self.running {
                 let name = &spec.process.name;
-                if after.contains(&r.id) && !done.contains(name) {
+                if after.contains(&r.id)
+                    && !done.contains(name)
+                    && !restarted.iter().any(|(n, _)| n == name)
+                {
                     tracing::info!(service = %name, changed = %r.id, "restarting: a resource it is after changed");
-                    sup.restart(name, None, &format!("{} changed", r.id));
+                    let why = format!("{} changed", r.id);
+                    sup.restart(name, None, &why);
+                    restarted.push((name.clone(), why));
                 }
             }
         }
+        restarted
     }
 
-    /// SIGHUP: re-read the manifest; keep the old one if it is invalid.
-    fn reload(&mut self, facts: &Facts) {
-        tracing::info!(manifest = %self.config.manifest.display(), "SIGHUP: reloading the manifest");
-        let loaded = match load(&self.config, facts) {
+    /// SIGHUP: re-read the manifest, or switch to the one `request` names; keep the running one
+    /// if the new one is invalid. Then reconcile and let the services follow.
+    fn reload(&mut self, facts: &Facts, request: Option<handoff::Request>) -> handoff::Outcome {
+        let mut config = self.config.clone();
+        if let Some(r) = request {
+            tracing::info!(manifest = %r.manifest.display(), node = ?r.node, "SIGHUP: apply hands over a manifest");
+            config.manifest = r.manifest;
+            if r.node.is_some() {
+                config.node = r.node;
+            }
+        } else {
+            tracing::info!(manifest = %config.manifest.display(), "SIGHUP: reloading the manifest");
+        }
+        let loaded = match load(&config, facts) {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!("the new manifest is not valid; keeping the running one:\n{e}");
-                return;
+                return handoff::Outcome::refused(&self.loaded.node, e.to_string());
             }
         };
+        self.config = config;
         self.loaded = loaded;
+        self.generation += 1;
         self.notifier.send("RELOADING=1");
         let report = self.reconcile();
         self.observed(status::Cause::Reload, &report);
         self.notifier.send("READY=1");
-        let new = self.startable(&report);
-        let shape = |set: &[(ServiceSpec, Vec<String>)]| -> Vec<(String, Vec<String>)> {
-            let mut v: Vec<_> = set
-                .iter()
-                .map(|(s, _)| (s.process.name.clone(), s.after.clone()))
-                .collect();
-            v.sort();
-            v
+        let (services, errors) = self.follow(&report);
+        handoff::Outcome::reconciled(&report, services, errors)
+    }
+
+    /// Brings the supervised services in line with the reloaded manifest: removed ones stop (their
+    /// dependents first), new ones start once what they are after is ready, a changed one
+    /// restarts with its new spec, one after a changed resource restarts; the rest keep running.
+    /// A kept service whose `after:` changed needs a new start order: then every service restarts.
+    fn follow(&mut self, report: &Report) -> (ServiceChanges, Vec<String>) {
+        let new = self.startable(report);
+        let names = |set: &[(ServiceSpec, Vec<String>)]| -> Vec<String> {
+            set.iter().map(|(s, _)| s.process.name.clone()).collect()
         };
-        if self.supervisor.is_none() || shape(&new) != shape(&self.running) {
-            tracing::info!("the set of services or their order changed: restarting all services");
+        let reordered = new.iter().any(|(n, _)| {
+            self.running
+                .iter()
+                .any(|(o, _)| o.process.name == n.process.name && o.after != n.after)
+        });
+        if self.supervisor.is_none() || reordered {
+            tracing::info!("the services' order changed: restarting all services");
+            let stopped = names(&self.running);
             self.stop();
-            self.start_services(&report);
-            return;
-        }
-        let mut done = Vec::new();
-        if let Some(sup) = &self.supervisor {
-            for (spec, _) in &new {
-                let old = self
-                    .running
+            let errors = self.start_services(report).err().into_iter().collect();
+            let started = names(&self.running);
+            let changes = ServiceChanges {
+                restarted: started
                     .iter()
-                    .find(|(o, _)| o.process.name == spec.process.name);
-                if old.is_some_and(|(o, _)| o != spec) {
-                    tracing::info!(service = %spec.process.name, "restarting: its spec changed");
-                    sup.restart(&spec.process.name, Some(spec.clone()), "its spec changed");
-                    done.push(spec.process.name.clone());
-                }
+                    .filter(|n| stopped.contains(n))
+                    .map(|n| (n.clone(), "the services' order changed".to_owned()))
+                    .collect(),
+                started: started
+                    .iter()
+                    .filter(|n| !stopped.contains(n))
+                    .cloned()
+                    .collect(),
+                stopped: stopped
+                    .iter()
+                    .filter(|n| !started.contains(n))
+                    .cloned()
+                    .collect(),
+            };
+            return (changes, errors);
+        }
+        let Some(sup) = &self.supervisor else {
+            return (ServiceChanges::default(), Vec::new());
+        };
+        let mut changes = ServiceChanges::default();
+        let new_names = names(&new);
+        let old_names = names(&self.running);
+        // Removed: dependents before what they are after.
+        let mut removed: Vec<&ServiceSpec> = self
+            .running
+            .iter()
+            .map(|(s, _)| s)
+            .filter(|s| !new_names.contains(&s.process.name))
+            .collect();
+        while let Some(i) = (0..removed.len()).find(|&i| {
+            !removed
+                .iter()
+                .any(|o| o.after.contains(&removed[i].process.name))
+        }) {
+            let spec = removed.remove(i);
+            tracing::info!(service = %spec.process.name, "stopping: no longer in the manifest");
+            sup.remove(&spec.process.name);
+            changes.stopped.push(spec.process.name.clone());
+        }
+        // Added: after what they are after.
+        let mut added: Vec<&ServiceSpec> = new
+            .iter()
+            .map(|(s, _)| s)
+            .filter(|s| !old_names.contains(&s.process.name))
+            .collect();
+        while let Some(i) = (0..added.len()).find(|&i| {
+            added[i]
+                .after
+                .iter()
+                .all(|a| !added.iter().any(|o| &o.process.name == a))
+        }) {
+            let spec = added.remove(i);
+            tracing::info!(service = %spec.process.name, "starting: new in the manifest");
+            sup.add(spec.clone());
+            changes.started.push(spec.process.name.clone());
+        }
+        for (spec, _) in &new {
+            let old = self
+                .running
+                .iter()
+                .find(|(o, _)| o.process.name == spec.process.name);
+            if old.is_some_and(|(o, _)| o != spec) {
+                tracing::info!(service = %spec.process.name, "restarting: its spec changed");
+                sup.restart(&spec.process.name, Some(spec.clone()), "its spec changed");
+                changes
+                    .restarted
+                    .push((spec.process.name.clone(), "its spec changed".to_owned()));
             }
         }
         self.running = new;
-        self.restart_dependents(&report, &done);
+        let done: Vec<String> = changes.restarted.iter().map(|(n, _)| n.clone()).collect();
+        let dependents = self.restart_dependents(report, &done);
+        changes.restarted.extend(dependents);
+        (changes, Vec::new())
     }
 
     /// Writes the services' process groups to the state file when they change, so a later agent

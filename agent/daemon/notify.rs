@@ -70,6 +70,12 @@ impl Notifier {
         }
     }
 
+    /// How long until the next watchdog ping is due; `None` without a watchdog.
+    pub fn next_due(&self) -> Option<Duration> {
+        self.watchdog
+            .map(|_| self.next_watchdog.saturating_duration_since(Instant::now()))
+    }
+
     /// Pings the watchdog when due; called from the agent loop, so a stuck loop stops the pings
     /// and systemd restarts the agent.
     pub fn tick(&mut self) {

@@ -435,6 +435,7 @@ fn state_name(s: &State) -> &'static str {
         State::Waiting { .. } => "waiting",
         State::Starting { .. } => "starting",
         State::Ready { .. } => "ready",
+        State::Stopping { .. } => "stopping",
         State::Backoff { .. } => "backoff",
         State::Exited { .. } => "exited",
         State::Failed { .. } => "failed",

@@ -10,9 +10,12 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use super::process::{ProcessSpec, command_as};
 
 /// What one attempt checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,9 +45,21 @@ pub struct Probe {
 }
 
 impl Check {
-    /// One attempt. `log_start` is the length of the service's log file when this run started
-    /// (only [`Check::LogLine`] uses it). `Err` says what was wrong, for the status.
+    /// One attempt, commands as the agent's own user. `log_start` is the length of the service's
+    /// log file when this run started (only [`Check::LogLine`] uses it). `Err` says what was
+    /// wrong, for the status.
     pub fn run(&self, timeout: Duration, log_start: u64) -> Result<(), String> {
+        self.run_as(timeout, log_start, None)
+    }
+
+    /// One attempt; a [`Check::Command`] runs as the service `service` would (its user, groups,
+    /// clean environment, working directory: [`command_as`]), never as the agent's root.
+    pub fn run_as(
+        &self,
+        timeout: Duration,
+        log_start: u64,
+        service: Option<&ProcessSpec>,
+    ) -> Result<(), String> {
         match self {
             Check::Tcp { addr } => {
                 let sock = resolve(addr)?;
@@ -72,7 +87,18 @@ impl Check {
                 Ok(false) => Err(format!("{} does not exist", path.display())),
                 Err(e) => Err(format!("{}: {e}", path.display())),
             },
-            Check::Command { program, args } => run_command(program, args, timeout),
+            Check::Command { program, args } => {
+                let mut cmd = match service {
+                    Some(spec) => command_as(spec, program, args),
+                    None => {
+                        let mut cmd = Command::new(program);
+                        cmd.args(args).stdin(Stdio::null()).process_group(0);
+                        cmd
+                    }
+                };
+                cmd.stdout(Stdio::null()).stderr(Stdio::null());
+                run_command(program, cmd, timeout)
+            }
             Check::LogLine { path, contains } => {
                 let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
                 // A shorter file than at start was rotated: then all of it is new.
@@ -198,12 +224,10 @@ fn http_get(url: &str, timeout: Duration) -> Result<(u16, String), String> {
     Ok((status, body))
 }
 
-fn run_command(program: &str, args: &[String], timeout: Duration) -> Result<(), String> {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+/// Runs `cmd` (in a process group of its own) for at most `timeout`; the whole group is killed
+/// after that.
+fn run_command(program: &str, mut cmd: Command, timeout: Duration) -> Result<(), String> {
+    let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot run `{program}`: {e}"))?;
     let deadline = Instant::now() + timeout;
@@ -212,6 +236,8 @@ fn run_command(program: &str, args: &[String], timeout: Duration) -> Result<(), 
             Ok(Some(status)) if status.success() => return Ok(()),
             Ok(Some(status)) => return Err(format!("`{program}` failed: {status}")),
             Ok(None) if Instant::now() >= deadline => {
+                let group = nix::unistd::Pid::from_raw(child.id() as i32);
+                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(format!("`{program}` did not finish within {timeout:?}"));

@@ -190,26 +190,8 @@ impl Process {
         let (reader, writer) = io::pipe().map_err(exec_err)?;
         let writer2 = writer.try_clone().map_err(exec_err)?;
 
-        let mut cmd = Command::new(&spec.program);
-        cmd.args(&spec.args)
-            .env_clear()
-            .env("PATH", PATH)
-            .stdin(Stdio::null())
-            .stdout(writer)
-            .stderr(writer2)
-            .process_group(0);
-        if let Some(id) = &spec.identity {
-            cmd.env("HOME", &id.home)
-                .env("USER", &id.user)
-                .env("LOGNAME", &id.user);
-        } else if let Ok(home) = std::env::var("HOME") {
-            cmd.env("HOME", home);
-        }
-        cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
-        if let Some(dir) = &spec.cwd {
-            cmd.current_dir(dir);
-        }
-        set_credentials(&mut cmd, spec.identity.clone(), spec.umask);
+        let mut cmd = command_as(spec, &spec.program, &spec.args);
+        cmd.stdout(writer).stderr(writer2);
         let child = cmd.spawn().map_err(exec_err)?;
         // The command holds the write ends; dropping it leaves them only to the service's group,
         // so the pump sees end of input once every process of the group is gone.
@@ -249,6 +231,41 @@ impl Process {
             let _ = killpg(self.pgid, Signal::SIGKILL);
         }
         self.exit
+    }
+
+    /// Sends `stop.signal` to the group: the first half of a stop that does not block. Follow it
+    /// with [`Process::gone`] until it says yes or the grace period is over, then
+    /// [`Process::kill`].
+    pub fn signal_stop(&mut self, stop: &StopConfig) {
+        if self.exit.is_none() {
+            let _ = killpg(self.pgid, stop.signal);
+        }
+    }
+
+    /// Whether the leader has exited (it is reaped then) and no member of its group is left.
+    pub fn gone(&mut self) -> bool {
+        if self.exit.is_none()
+            && let Ok(Some(status)) = self.child.try_wait()
+        {
+            self.exit = Some(Exit::from_status(status));
+        }
+        self.exit.is_some() && group_members(self.pgid.as_raw()).is_empty()
+    }
+
+    /// Calls `wake` once the leader has exited, from a small thread that waits for that without
+    /// reaping it (`waitid` with `WNOWAIT`): the supervisor sleeps until then instead of polling.
+    pub fn on_exit(&self, wake: impl FnOnce() + Send + 'static) {
+        let pid = Pid::from_raw(self.child.id() as i32);
+        let _ = thread::Builder::new()
+            .name("exit-wait".into())
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT;
+                while let Err(nix::errno::Errno::EINTR) =
+                    nix::sys::wait::waitid(nix::sys::wait::Id::Pid(pid), flags)
+                {}
+                wake();
+            });
     }
 
     /// Sends `stop.signal` to the group, waits up to `stop.grace` for the whole group to leave,
@@ -351,6 +368,32 @@ pub fn reap_adopted_members(pgid: i32) {
             let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
         }
     }
+}
+
+/// A command for `program args` that runs as `spec`'s service would: its identity (groups, then
+/// group, then user), its clean environment (`PATH`, `HOME`, `USER`, `LOGNAME`, then `spec.env`),
+/// its working directory and umask, stdin from /dev/null, in a process group of its own. Used
+/// for the service itself and for its command probes.
+pub fn command_as(spec: &ProcessSpec, program: &str, args: &[String]) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", PATH)
+        .stdin(Stdio::null())
+        .process_group(0);
+    if let Some(id) = &spec.identity {
+        cmd.env("HOME", &id.home)
+            .env("USER", &id.user)
+            .env("LOGNAME", &id.user);
+    } else if let Ok(home) = std::env::var("HOME") {
+        cmd.env("HOME", home);
+    }
+    cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
+    if let Some(dir) = &spec.cwd {
+        cmd.current_dir(dir);
+    }
+    set_credentials(&mut cmd, spec.identity.clone(), spec.umask);
+    cmd
 }
 
 /// Drops privileges in the child between fork and exec: supplementary groups, then group, then

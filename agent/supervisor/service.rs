@@ -2,9 +2,16 @@
 //!
 //! A service counts as started only when its readiness probe passes; its dependents are spawned
 //! only then, so start order follows readiness, not spawn. Exits are restarted per policy through
-//! [`Backoff`]; a liveness probe that fails `liveness_failures` times in a row kills a hung
-//! service, which then restarts like a crash. Stop runs in reverse dependency order, each service
-//! through [`Process::stop`] (signal, grace, SIGKILL to the group).
+//! [`Backoff`]; a liveness probe that fails `liveness_failures` times in a row stops a hung
+//! service the way its stop config says (signal, grace period, SIGKILL to the group, without
+//! blocking the other services meanwhile), which then restarts like a crash. A spawn that fails
+//! (program missing, log not writable) is retried with the same backoff and counts toward the
+//! start-limit breaker. Stop runs in reverse dependency order, each service through
+//! [`Process::stop`].
+//!
+//! The loop sleeps until something happens: a child exits (a thread waits for it), a probe
+//! finishes, a command arrives, or the next deadline (probe interval, backoff, timeouts) comes.
+//! It does not poll, so an idle supervisor costs nothing and a crash is seen at once.
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
@@ -15,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::backoff::{Backoff, BackoffConfig, Decision};
 use super::probe::Probe;
-use super::process::{Exit, Process, ProcessSpec};
+use super::process::{Exit, Process, ProcessSpec, SpawnError};
 
 /// One supervised service.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +60,10 @@ pub enum State {
     Ready {
         pid: u32,
     },
+    /// Being stopped (hung, or not ready in time): signalled, SIGKILL at the end of the grace.
+    Stopping {
+        pid: u32,
+    },
     /// Exited; restarts at `until`.
     Backoff {
         until: Instant,
@@ -77,6 +88,7 @@ impl std::fmt::Display for State {
             State::Waiting { on } => write!(f, "waiting for {on} to be ready"),
             State::Starting { pid } => write!(f, "starting (pid {pid})"),
             State::Ready { pid } => write!(f, "ready (pid {pid})"),
+            State::Stopping { pid } => write!(f, "stopping (pid {pid})"),
             State::Backoff { until, attempt } => write!(
                 f,
                 "backoff: restart {attempt} in {:?}",
@@ -148,6 +160,12 @@ enum Command {
         spec: Option<Box<ServiceSpec>>,
         why: String,
     },
+    /// Supervise one more service (its `after:` must be here already).
+    Add(Box<ServiceSpec>),
+    /// Stop one service and forget it.
+    Remove(String),
+    /// Something the loop waits for happened (a child exited, a probe finished): look again.
+    Wake,
 }
 
 #[derive(Debug, Default)]
@@ -164,12 +182,21 @@ pub struct Supervisor {
     thread: Option<JoinHandle<()>>,
 }
 
-/// How often the loop looks at its processes: the bound on crash-to-restart latency.
-const TICK: Duration = Duration::from_millis(5);
+/// How often a service being stopped is looked at, for its last group members to leave.
+const STOP_POLL: Duration = Duration::from_millis(10);
 
 impl Supervisor {
     /// Checks the set (names, `after:` targets, cycles) and starts supervising it.
     pub fn start(specs: Vec<ServiceSpec>) -> Result<Supervisor, ConfigError> {
+        Supervisor::start_notifying(specs, || {})
+    }
+
+    /// As [`Supervisor::start`]; `changed` is called (from the supervisor's thread) whenever the
+    /// status changes or an event happens, so a caller can wait for that instead of polling.
+    pub fn start_notifying(
+        specs: Vec<ServiceSpec>,
+        changed: impl Fn() + Send + 'static,
+    ) -> Result<Supervisor, ConfigError> {
         let order = start_order(&specs)?;
         let slots: Vec<Slot> = order
             .into_iter()
@@ -181,6 +208,8 @@ impl Supervisor {
             slots,
             shared: shared.clone(),
             pending: Vec::new(),
+            wake: commands.clone(),
+            changed: Box::new(changed),
         };
         looper.publish();
         let thread = thread::Builder::new()
@@ -213,6 +242,19 @@ impl Supervisor {
             spec: spec.map(Box::new),
             why: why.to_string(),
         });
+    }
+
+    /// Supervises one more service: it starts once what it is `after:` is ready. Every name in its
+    /// `after:` must be supervised here already (it waits for an unknown one forever). A name
+    /// that is already here is ignored.
+    pub fn add(&self, spec: ServiceSpec) {
+        let _ = self.commands.send(Command::Add(Box::new(spec)));
+    }
+
+    /// Stops service `name` (signal, grace, SIGKILL to its group) and forgets it. Services after
+    /// it must be removed first. Unknown names are ignored.
+    pub fn remove(&self, name: &str) {
+        let _ = self.commands.send(Command::Remove(name.to_string()));
     }
 
     /// Stops every service in reverse dependency order and waits for that to finish. Status and
@@ -278,9 +320,43 @@ struct Run {
     process: Process,
     log_start: u64,
     ready: bool,
-    probe: Option<JoinHandle<Result<(), String>>>,
+    probe: Option<Attempt>,
     next_probe: Instant,
     live_failures: u32,
+    /// Set while it is being stopped: SIGKILL to the group at this instant.
+    kill_at: Option<Instant>,
+}
+
+/// One probe attempt on a thread of its own. Its result is sent before the loop is woken, so a
+/// woken loop always finds it.
+struct Attempt(mpsc::Receiver<Result<(), String>>);
+
+impl Attempt {
+    fn launch(
+        name: String,
+        wake: &mpsc::Sender<Command>,
+        check: impl FnOnce() -> Result<(), String> + Send + 'static,
+    ) -> Option<Attempt> {
+        let (tx, rx) = mpsc::channel();
+        let wake = wake.clone();
+        thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                let _ = tx.send(check());
+                let _ = wake.send(Command::Wake);
+            })
+            .ok()?;
+        Some(Attempt(rx))
+    }
+
+    /// The result once the attempt is over; a panicked attempt counts as failed.
+    fn result(&self) -> Option<Result<(), String>> {
+        match self.0.try_recv() {
+            Ok(r) => Some(r),
+            Err(mpsc::TryRecvError::Empty) => None,
+            Err(mpsc::TryRecvError::Disconnected) => Some(Err("probe panicked".into())),
+        }
+    }
 }
 
 /// A start waiting for the service's `wait_for` checks, one at a time, in order.
@@ -288,7 +364,7 @@ struct Wait {
     since: Instant,
     /// The first check not yet passed.
     next: usize,
-    probe: Option<JoinHandle<Result<(), String>>>,
+    probe: Option<Attempt>,
     retry_at: Instant,
     last_error: String,
 }
@@ -353,6 +429,10 @@ struct Loop {
     slots: Vec<Slot>,
     shared: Arc<Mutex<Shared>>,
     pending: Vec<Event>,
+    /// Child-exit and probe threads wake the loop through this.
+    wake: mpsc::Sender<Command>,
+    /// Told when the status changed or an event happened.
+    changed: Box<dyn Fn() + Send>,
 }
 
 impl Loop {
@@ -360,9 +440,16 @@ impl Loop {
         loop {
             self.tick(Instant::now());
             self.publish();
-            match rx.recv_timeout(TICK) {
-                Err(RecvTimeoutError::Timeout) => {}
+            let now = Instant::now();
+            let command = match self.next_deadline(now) {
+                Some(at) => rx.recv_timeout(at.saturating_duration_since(now)),
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match command {
+                Err(RecvTimeoutError::Timeout) | Ok(Command::Wake) => {}
                 Ok(Command::Restart { name, spec, why }) => self.restart(&name, spec, why),
+                Ok(Command::Add(spec)) => self.add(*spec),
+                Ok(Command::Remove(name)) => self.remove(&name),
                 Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => break,
             }
         }
@@ -379,6 +466,77 @@ impl Loop {
             self.event(i, EventKind::Stopped(exit));
             self.publish();
         }
+    }
+
+    /// When the loop must look again at the latest; `None`: only an event (a child exit, a probe
+    /// result, a command) can change anything. A running service's timers (its next probe, its
+    /// ready timeout, the end of its grace period) count even when already due: the next tick
+    /// acts on them. A start's timers (backoff, `wait_for`) count only while in the future: one
+    /// already due that the last tick did not act on waits for an `after:` service to become
+    /// ready, which is an event.
+    fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        let mut at: Vec<Instant> = Vec::new();
+        for slot in &self.slots {
+            if let Some(run) = &slot.run {
+                if let Some(kill_at) = run.kill_at {
+                    at.push(kill_at.min(now + STOP_POLL));
+                    continue;
+                }
+                if !run.ready {
+                    at.push(run.process.started() + slot.spec.ready_timeout);
+                }
+                let probe = if run.ready {
+                    slot.spec.liveness.as_ref()
+                } else {
+                    slot.spec.readiness.as_ref()
+                };
+                if probe.is_some() && run.probe.is_none() {
+                    at.push(run.next_probe);
+                }
+                continue;
+            }
+            let mut start = Vec::new();
+            if let State::Backoff { until, .. } = slot.state {
+                start.push(until);
+            }
+            if let Some(wait) = &slot.wait {
+                start.push(wait.since + slot.spec.wait_timeout);
+                if wait.probe.is_none() {
+                    start.push(wait.retry_at);
+                }
+            }
+            at.extend(start.into_iter().filter(|&t| t > now));
+        }
+        at.into_iter().min()
+    }
+
+    fn add(&mut self, spec: ServiceSpec) {
+        if self.slots.iter().any(|s| s.name() == spec.process.name) {
+            return;
+        }
+        if let Some(missing) = spec
+            .after
+            .iter()
+            .find(|a| !self.slots.iter().any(|s| s.name() == a.as_str()))
+        {
+            tracing::error!(service = %spec.process.name, after = %missing, "added service is after a service that is not supervised; it waits for it");
+        }
+        self.slots.push(Slot::new(spec));
+        self.publish();
+    }
+
+    fn remove(&mut self, name: &str) {
+        let Some(i) = self.slots.iter().position(|s| s.name() == name) else {
+            return;
+        };
+        let slot = &mut self.slots[i];
+        let exit = slot
+            .run
+            .take()
+            .map(|mut r| r.process.stop(&slot.spec.process.stop));
+        self.event(i, EventKind::Stopped(exit));
+        self.slots.remove(i);
+        self.publish();
     }
 
     fn restart(&mut self, name: &str, spec: Option<Box<ServiceSpec>>, why: String) {
@@ -402,10 +560,17 @@ impl Loop {
     }
 
     fn publish(&mut self) {
-        let status = self.slots.iter().map(Slot::status).collect();
-        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-        shared.status = status;
-        shared.events.append(&mut self.pending);
+        let status: Vec<ServiceStatus> = self.slots.iter().map(Slot::status).collect();
+        let changed = {
+            let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+            let changed = shared.status != status || !self.pending.is_empty();
+            shared.status = status;
+            shared.events.append(&mut self.pending);
+            changed
+        };
+        if changed {
+            (self.changed)();
+        }
     }
 
     fn event(&mut self, i: usize, kind: EventKind) {
@@ -432,16 +597,22 @@ impl Loop {
     fn watch(&mut self, i: usize, now: Instant) {
         let slot = &mut self.slots[i];
         let Some(run) = slot.run.as_mut() else { return };
-        if let Some(exit) = run.process.try_exit() {
-            self.event(i, EventKind::Exited(exit));
-            self.exited(i, exit, now);
+        if let Some(kill_at) = run.kill_at {
+            if run.process.gone() || now >= kill_at {
+                let exit = run.process.kill();
+                self.event(i, EventKind::Exited(exit));
+                self.exited(i, exit, now, true);
+            }
             return;
         }
-        if run.probe.as_ref().is_some_and(JoinHandle::is_finished) {
-            let result = run
-                .probe
-                .take()
-                .map(|p| p.join().unwrap_or_else(|_| Err("probe panicked".into())));
+        if let Some(exit) = run.process.try_exit() {
+            self.event(i, EventKind::Exited(exit));
+            self.exited(i, exit, now, false);
+            return;
+        }
+        let result = run.probe.as_ref().and_then(Attempt::result);
+        if result.is_some() {
+            run.probe = None;
             match (run.ready, result) {
                 (false, Some(Ok(()))) => {
                     run.ready = true;
@@ -454,9 +625,8 @@ impl Loop {
                 (true, Some(Err(why))) => {
                     run.live_failures += 1;
                     if run.live_failures >= slot.spec.liveness_failures.max(1) {
-                        let exit = run.process.kill();
+                        self.begin_stop(i, now);
                         self.event(i, EventKind::Hung(why));
-                        self.exited(i, exit, now);
                         return;
                     }
                 }
@@ -464,11 +634,10 @@ impl Loop {
                 _ => {}
             }
         }
-        if !run.ready && now.duration_since(run.process.started()) > slot.spec.ready_timeout {
-            let exit = run.process.kill();
+        if !run.ready && now.duration_since(run.process.started()) >= slot.spec.ready_timeout {
             let why = format!("not ready within {:?}", slot.spec.ready_timeout);
+            self.begin_stop(i, now);
             self.event(i, EventKind::NotReady(why));
-            self.exited(i, exit, now);
             return;
         }
         let probe = if run.ready {
@@ -482,21 +651,36 @@ impl Loop {
         {
             run.next_probe = now + probe.interval;
             let (check, timeout, log_start) = (probe.check.clone(), probe.timeout, run.log_start);
-            run.probe = thread::Builder::new()
-                .name(format!("probe-{}", slot.spec.process.name))
-                .spawn(move || check.run(timeout, log_start))
-                .ok();
+            let service = slot.spec.process.clone();
+            run.probe = Attempt::launch(format!("probe-{}", service.name), &self.wake, move || {
+                check.run_as(timeout, log_start, Some(&service))
+            });
         }
     }
 
-    fn exited(&mut self, i: usize, exit: Exit, now: Instant) {
+    /// Starts stopping service `i` as its stop config says: the signal now, SIGKILL to the group
+    /// once the grace period is over (or as soon as the group has left). The loop goes on with
+    /// the other services meanwhile; the end counts as an exit, restarted per policy.
+    fn begin_stop(&mut self, i: usize, now: Instant) {
+        let slot = &mut self.slots[i];
+        let Some(run) = slot.run.as_mut() else { return };
+        let stop = slot.spec.process.stop;
+        run.process.signal_stop(&stop);
+        run.kill_at = Some(now + stop.grace);
+        let pid = run.process.pid();
+        slot.set(State::Stopping { pid });
+    }
+
+    /// A run ended; `stopped` says the supervisor stopped it (hung, or not ready in time).
+    fn exited(&mut self, i: usize, exit: Exit, now: Instant, stopped: bool) {
         let slot = &mut self.slots[i];
         let Some(run) = slot.run.take() else { return };
         slot.last_exit = Some(exit);
         let started = run.process.started();
         drop(run);
-        // A kill for not being ready or for hanging is a failure whatever the status says.
-        let success = exit.success();
+        // A stop for not being ready or for hanging is a failure whatever the status says (a
+        // service that exits 0 on its stop signal must still restart under `on-failure`).
+        let success = exit.success() && !stopped;
         match slot.backoff.exited(started, now, success) {
             Decision::RestartIn(delay) => {
                 let attempt = slot.backoff.attempt();
@@ -550,6 +734,10 @@ impl Loop {
             Ok(process) => {
                 slot.spawns += 1;
                 let pid = process.pid();
+                let wake = self.wake.clone();
+                process.on_exit(move || {
+                    let _ = wake.send(Command::Wake);
+                });
                 let ready = slot.spec.readiness.is_none();
                 slot.run = Some(Run {
                     process,
@@ -558,6 +746,7 @@ impl Loop {
                     probe: None,
                     next_probe: now,
                     live_failures: 0,
+                    kill_at: None,
                 });
                 slot.set(if ready {
                     State::Ready { pid }
@@ -571,11 +760,44 @@ impl Loop {
             }
             Err(e) => {
                 let reason = e.to_string();
+                let refused = matches!(e, SpawnError::Root(_));
+                self.event(i, EventKind::SpawnFailed(reason.clone()));
+                self.spawn_failed(i, reason, refused, now);
+            }
+        }
+    }
+
+    /// A spawn that failed counts as a failed start: retried after the backoff delay (never at
+    /// once: the program that is missing now is missing a microsecond later), until the breaker
+    /// trips. Running as root without `allow_root` is refused for good.
+    fn spawn_failed(&mut self, i: usize, reason: String, refused: bool, now: Instant) {
+        let slot = &mut self.slots[i];
+        let decision = if refused {
+            Decision::Stay
+        } else {
+            slot.backoff.exited(now, now, false)
+        };
+        match decision {
+            Decision::RestartIn(delay) => {
+                let delay = delay.max(slot.spec.backoff.base);
+                let attempt = slot.backoff.attempt();
+                tracing::warn!(service = %slot.spec.process.name, retry_in = ?delay, "cannot start: {reason}");
+                slot.set(State::Backoff {
+                    until: now + delay,
+                    attempt,
+                });
+            }
+            Decision::Stay => slot.set(State::Failed {
+                gave_up_at: SystemTime::now(),
+                reason,
+            }),
+            Decision::GiveUp { starts, window } => {
+                let reason = format!("{starts} starts within {window:?}, last: {reason}");
                 slot.set(State::Failed {
                     gave_up_at: SystemTime::now(),
                     reason: reason.clone(),
                 });
-                self.event(i, EventKind::SpawnFailed(reason));
+                self.event(i, EventKind::GaveUp(reason));
             }
         }
     }
@@ -595,11 +817,9 @@ impl Loop {
             retry_at: now,
             last_error: String::new(),
         });
-        if wait.probe.as_ref().is_some_and(JoinHandle::is_finished) {
-            let result = wait
-                .probe
-                .take()
-                .map(|p| p.join().unwrap_or_else(|_| Err("probe panicked".into())));
+        let result = wait.probe.as_ref().and_then(Attempt::result);
+        if result.is_some() {
+            wait.probe = None;
             match result {
                 Some(Ok(())) => {
                     tracing::info!(
@@ -618,7 +838,7 @@ impl Loop {
         let Some(probe) = slot.spec.wait_for.get(wait.next).cloned() else {
             return true;
         };
-        if now.duration_since(wait.since) > slot.spec.wait_timeout {
+        if now.duration_since(wait.since) >= slot.spec.wait_timeout {
             let reason = format!(
                 "gave up waiting for {} after {:?}: {}",
                 probe.check, slot.spec.wait_timeout, wait.last_error
@@ -638,12 +858,96 @@ impl Loop {
         if wait.probe.is_none() && now >= wait.retry_at {
             wait.retry_at = now + probe.interval;
             let (check, timeout) = (probe.check, probe.timeout);
-            wait.probe = thread::Builder::new()
-                .name(format!("wait-{}", slot.spec.process.name))
-                .spawn(move || check.run(timeout, 0))
-                .ok();
+            let service = slot.spec.process.clone();
+            wait.probe = Attempt::launch(format!("wait-{}", service.name), &self.wake, move || {
+                check.run_as(timeout, 0, Some(&service))
+            });
         }
         slot.wait = Some(wait);
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::supervisor::{LogConfig, StopConfig};
+
+    fn spec(name: &str, after: &[&str]) -> ServiceSpec {
+        ServiceSpec {
+            process: ProcessSpec {
+                name: name.into(),
+                program: "/nonexistent".into(),
+                args: Vec::new(),
+                env: Vec::new(),
+                cwd: None,
+                identity: None,
+                allow_root: false,
+                umask: None,
+                log: LogConfig {
+                    path: "/nonexistent.log".into(),
+                    max_bytes: 1024,
+                    keep: 1,
+                },
+                stop: StopConfig::default(),
+            },
+            after: after.iter().map(|a| a.to_string()).collect(),
+            readiness: None,
+            ready_timeout: Duration::from_secs(10),
+            liveness: None,
+            liveness_failures: 1,
+            backoff: BackoffConfig::default(),
+            wait_for: Vec::new(),
+            wait_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// A loop over `specs` that never runs: only its timers are looked at.
+    fn looper(specs: Vec<ServiceSpec>) -> Loop {
+        let (wake, _rx) = mpsc::channel();
+        Loop {
+            slots: specs.into_iter().map(Slot::new).collect(),
+            shared: Arc::default(),
+            pending: Vec::new(),
+            wake,
+            changed: Box::new(|| {}),
+        }
+    }
+
+    #[test]
+    fn nothing_timed_means_no_wakeup_at_all() {
+        let l = looper(vec![spec("a", &[]), spec("b", &["a"])]);
+        assert_eq!(l.next_deadline(Instant::now()), None);
+    }
+
+    #[test]
+    fn a_backoff_wakes_the_loop_when_it_ends_and_not_after() {
+        let mut l = looper(vec![spec("a", &[]), spec("b", &["a"])]);
+        let now = Instant::now();
+        let until = now + Duration::from_millis(300);
+        l.slots[1].state = State::Backoff { until, attempt: 2 };
+        assert_eq!(l.next_deadline(now), Some(until));
+        // Over, but `a` is not ready: only `a` becoming ready (an event) can start it.
+        assert_eq!(l.next_deadline(until + Duration::from_millis(1)), None);
+    }
+
+    #[test]
+    fn a_wait_for_wakes_the_loop_for_its_retry_and_its_timeout() {
+        let mut l = looper(vec![spec("a", &[])]);
+        let now = Instant::now();
+        l.slots[0].wait = Some(Wait {
+            since: now,
+            next: 0,
+            probe: None,
+            retry_at: now + Duration::from_millis(50),
+            last_error: String::new(),
+        });
+        assert_eq!(l.next_deadline(now), Some(now + Duration::from_millis(50)));
+        // A probe in flight wakes the loop itself: then only the timeout counts.
+        let (_tx, rx) = mpsc::channel();
+        if let Some(w) = l.slots[0].wait.as_mut() {
+            w.probe = Some(Attempt(rx));
+        }
+        assert_eq!(l.next_deadline(now), Some(now + Duration::from_secs(10)));
     }
 }
