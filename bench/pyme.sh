@@ -11,8 +11,11 @@ if [ "${1:-}" = cold ]; then
   cache=$(mktemp -d)
   trap 'rm -rf "$cache"' EXIT
   PYME_TEST_PIP_CACHE=$cache cargo test --test pyme pyme_cluster_of_one -- --nocapture 2>&1 \
-    | grep -E '^(pyme|SKIP|test result)'
-  cargo test --test pyme pyme_worker -- --nocapture 2>&1 | grep -E '^(pyme|SKIP|test result)'
+    | grep -E -A2 '^(pyme|SKIP|test result|thread .* panicked)'
+  # What the cold run downloaded and built (so the figure is known to be cold).
+  echo "pip cache after the cold run: $(du -sh "$cache" | cut -f1); wheels built here:"
+  find "$cache" -name '*.whl' -printf '  %f\n'
+  cargo test --test pyme pyme_worker -- --nocapture 2>&1 | grep -E -A2 '^(pyme|SKIP|test result|thread .* panicked)'
 else
-  cargo test --test pyme -- --nocapture 2>&1 | grep -E '^(pyme|SKIP|test result)'
+  cargo test --test pyme -- --nocapture 2>&1 | grep -E -A2 '^(pyme|SKIP|test result|thread .* panicked)'
 fi
