@@ -10,11 +10,21 @@
 //! temporary upper layer, and the namespace disappears with its holder. The host is not touched;
 //! the test checks that its account files are unchanged.
 //!
-//! Skipped (with `SKIP pyme: <reason>`) without root, overlayfs, `python3.11` in the system PATH
-//! or PyPI. The pip cache lives in `$CARGO_TARGET_TMPDIR/pyme-pip-cache` so a second run on the
-//! same machine does not download or build again.
+//! The second test is the multi-node one: `master` and `node01` of manifests/pyme-cluster.yaml,
+//! each with its own root (an overlay over `/`, `chroot`ed into), hostname and network namespace
+//! (10.0.0.1 and 10.0.0.11 on a veth pair that exists only inside the two namespaces). The
+//! worker's agent starts first: its node server waits for the master's rule server (the agent's
+//! status says so, and no node server process runs); then the master's agent starts, and the
+//! worker's node server starts, finds the master's rule server through zeroconf and polls it.
+//! Both agents stop and leave no PYME process. The two tests run one after the other.
 //!
-//! Run: `cargo test --test pyme -- --nocapture` (prints the timings BENCHMARKS.md records).
+//! Skipped (with `SKIP pyme: <reason>`) without root, overlayfs, `python3.11` in the system PATH
+//! (and `ip`, `unshare`, `nsenter`, `chroot` for the two nodes) or PyPI. The pip cache lives in
+//! `$CARGO_TARGET_TMPDIR/pyme-pip-cache` (or `$PYME_TEST_PIP_CACHE`) so a second run on the same
+//! machine does not download or build again.
+//!
+//! Run: `cargo test --test pyme -- --nocapture` (prints the timings BENCHMARKS.md records; about
+//! 6 minutes with the cache warm), or `bash bench/pyme.sh`.
 
 mod common;
 
@@ -35,6 +45,14 @@ const STEP_LIMIT: Duration = Duration::from_secs(90);
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const COVERED: [&str; 5] = ["/etc", "/opt", "/srv", "/var", "/root"];
 const PORTS: [u16; 3] = [15346, 15347, 15348];
+
+/// pip's cache: `$PYME_TEST_PIP_CACHE` (an empty folder times a cold install: bench/pyme.sh), else
+/// `$CARGO_TARGET_TMPDIR/pyme-pip-cache`, kept between runs.
+fn pip_cache() -> PathBuf {
+    std::env::var_os("PYME_TEST_PIP_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("pyme-pip-cache"))
+}
 
 fn manifest() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/pyme-cluster-of-one.yaml")
@@ -192,10 +210,7 @@ impl Overlays {
             .env_clear()
             .env("PATH", PATH)
             .env("NO_COLOR", "1")
-            .env(
-                "PIP_CACHE_DIR",
-                Path::new(env!("CARGO_TARGET_TMPDIR")).join("pyme-pip-cache"),
-            );
+            .env("PIP_CACHE_DIR", pip_cache());
         cmd
     }
 
@@ -369,12 +384,36 @@ fn queues() -> Result<(), String> {
 
 fn polling() -> Result<(), String> {
     let (code, body) = http("GET", 15347, "/node/status", b"")?;
-    let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
-    if code == 200 && json["Polling"] == true {
-        Ok(())
-    } else {
-        Err(format!("{code} {json}"))
+    is_polling(code, &body)
+}
+
+/// Whether a node server's `GET /node/status` answer says it polls: status 200 and a JSON object
+/// whose `Polling` is the boolean `true` and whose `nQueued` is a count.
+fn is_polling(code: u16, body: &[u8]) -> Result<(), String> {
+    let json: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "{code}: not JSON ({e}): {:?}",
+            String::from_utf8_lossy(body)
+        )
+    })?;
+    let polling = json.get("Polling").and_then(serde_json::Value::as_bool);
+    let queued = json.get("nQueued").and_then(serde_json::Value::as_u64);
+    match (code, polling, queued) {
+        (200, Some(true), Some(_)) => Ok(()),
+        _ => Err(format!("{code} {json}")),
     }
+}
+
+#[test]
+fn is_polling_reads_the_json_not_the_text() {
+    assert!(is_polling(200, br#"{"Polling":true,"nQueued":0}"#).is_ok());
+    assert!(is_polling(200, br#"{"Polling": true, "nQueued": 3}"#).is_ok());
+    assert!(is_polling(200, br#"{"Polling":false,"nQueued":0}"#).is_err());
+    assert!(is_polling(200, br#"{"Polling":"true","nQueued":0}"#).is_err());
+    assert!(is_polling(200, br#"{"Polling":true}"#).is_err());
+    assert!(is_polling(200, br#"{"note":"\"Polling\":true","nQueued":0}"#).is_err());
+    assert!(is_polling(500, br#"{"Polling":true,"nQueued":0}"#).is_err());
+    assert!(is_polling(200, b"Polling: true").is_err());
 }
 
 /// The pid of the one process (in the namespace) whose command line contains `what`.
@@ -389,8 +428,18 @@ fn one_pid(ns: &Path, what: &str) -> Result<u32, String> {
     }
 }
 
+/// The two PYME tests run one after the other: each installs PYME and runs its servers.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[test]
 fn pyme_cluster_of_one_installs_runs_restarts_and_stops_clean() {
+    let _serial = serial();
     if let Some(why) = gate() {
         eprintln!("SKIP pyme: {why}");
         return;
@@ -576,5 +625,558 @@ fn pyme_cluster_of_one_installs_runs_restarts_and_stops_clean() {
     let host_pyme_after =
         ["/opt/pyme", "/srv/pyme", "/var/lib/pyme", "/root/.PYME"].map(|p| Path::new(p).exists());
     assert_eq!(host_pyme, host_pyme_after);
+    assert!(pyme_processes(None).is_empty());
+}
+
+// ------------------------------------------------------------------------------------------------
+// Two nodes on one machine: manifests/pyme-cluster.yaml's `master` and `node01`, each in its own
+// mount, network and UTS namespaces, as the manifest has them (10.0.0.1 and 10.0.0.11, hostnames
+// `master` and `node01`), joined by a veth pair that exists only inside the two namespaces.
+
+/// Runs `cmd` (stdout and stderr piped), killing it after `limit`: exit code, stdout, stderr.
+fn run_limited(mut cmd: Command, what: &str, limit: Duration) -> (i32, String, String) {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => {
+            let out = out.unwrap();
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+        Err(_) => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            panic!("{what} ran past {limit:?} and was killed");
+        }
+    }
+}
+
+/// An HTTP GET from inside a network namespace (run by python3.11 there, which accepts gzip as
+/// PYME's clients do): status and body.
+const GET_PY: &str = r#"
+import gzip, sys, urllib.error, urllib.request
+req = urllib.request.Request(sys.argv[1], headers={"Accept-Encoding": "gzip"})
+try:
+    with urllib.request.urlopen(req, timeout=5) as r:
+        body = r.read()
+        if r.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        sys.stdout.write("%d\n" % r.status)
+        sys.stdout.flush()
+        sys.stdout.buffer.write(body)
+except urllib.error.HTTPError as e:
+    sys.stdout.write("%d\n" % e.code)
+except Exception as e:
+    sys.stderr.write("%s" % e)
+    sys.exit(1)
+"#;
+
+/// One node: new mount, network, UTS and PID namespaces (a `sleep` is their init); its root is an
+/// overlay over `/` (writes land in a temporary upper layer) with /dev and /sys bound in, its own
+/// /proc, a fresh /tmp, and the shared pip cache. Everything runs `chroot`ed there. Its own PID
+/// namespace is needed: an agent ends the services an earlier agent "for the same root" left
+/// behind, found by their `PROVISION_AGENT_ROOT=/` marker, and would take the other node's for
+/// its own. Dropping it SIGKILLs every process in its namespaces, then the init, which takes the
+/// mounts, the network namespace and its end of the veth pair away.
+struct Node {
+    name: &'static str,
+    address: &'static str,
+    /// `unshare`, the parent of `init`.
+    holder: Child,
+    /// PID 1 of the node's PID namespace (as this test sees it): the target of every `nsenter`.
+    init: u32,
+    ns: PathBuf,
+    tmp: tempfile::TempDir,
+}
+
+impl Node {
+    fn new(name: &'static str, address: &'static str) -> Node {
+        common::adopt_orphans();
+        let tmp = tempfile::tempdir().unwrap();
+        let holder = Command::new("unshare")
+            .args(["-m", "-n", "-u", "-p", "-f", "--propagation", "private"])
+            .args(["sleep", "3600"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("unshare");
+        let mine = mnt_ns(std::process::id()).unwrap();
+        let started = Instant::now();
+        let mut node = Node {
+            name,
+            address,
+            holder,
+            init: 0,
+            ns: PathBuf::new(),
+            tmp,
+        };
+        let h = node.holder.id();
+        (node.init, node.ns) = loop {
+            assert!(node.holder.try_wait().unwrap().is_none(), "unshare failed");
+            let init = std::fs::read_to_string(format!("/proc/{h}/task/{h}/children"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u32>().ok());
+            if let Some(init) = init
+                && cmdline(init).starts_with("sleep")
+                && let Some(ns) = mnt_ns(init).filter(|ns| *ns != mine)
+            {
+                break (init, ns);
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "unshare");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let t = node.tmp.path().display().to_string();
+        let cache = pip_cache();
+        std::fs::create_dir_all(&cache).unwrap();
+        let cache = cache.display();
+        node.host_sh(&format!(
+            "set -e
+             mkdir -p {t}/root {t}/upper {t}/work {t}/tmp
+             chmod 1777 {t}/tmp
+             mount -t overlay overlay -o lowerdir=/,upperdir={t}/upper,workdir={t}/work {t}/root
+             mount --rbind /dev {t}/root/dev
+             mount -t proc proc {t}/root/proc
+             mount --rbind /sys {t}/root/sys
+             mount --bind {t}/tmp {t}/root/tmp
+             mkdir -p {t}/root{cache}
+             mount --bind {cache} {t}/root{cache}
+             hostname {name}
+             ip link set lo up"
+        ));
+        node
+    }
+
+    fn root(&self) -> PathBuf {
+        self.tmp.path().join("root")
+    }
+
+    fn netns(&self) -> String {
+        format!("/proc/{}/ns/net", self.init)
+    }
+
+    /// A shell script in the node's namespaces, outside its chroot (mounts, links).
+    #[track_caller]
+    fn host_sh(&self, script: &str) {
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["-t", &self.init.to_string(), "-m", "-n", "-u", "-p", "--"])
+            .args(["sh", "-c", script]);
+        let (code, out, err) = run_limited(cmd, "a setup script", STEP_LIMIT);
+        assert_eq!(code, 0, "{script}\n{out}{err}");
+    }
+
+    /// `program ARGS` in the node's namespaces and root (`nsenter` forks into the PID namespace
+    /// and waits, exiting as the program did; see [`Node::pid_of`]). `net`: in the node's network
+    /// namespace, else in the machine's (where PyPI is).
+    fn command(&self, net: bool, program: &str) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["-t", &self.init.to_string(), "-m", "-u", "-p"]);
+        if net {
+            cmd.arg("-n");
+        }
+        cmd.arg("--")
+            .arg("chroot")
+            .arg(self.root())
+            .args(["/bin/sh", "-c", "cd / && exec \"$@\"", "sh", program])
+            .env_clear()
+            .env("PATH", PATH)
+            .env("NO_COLOR", "1")
+            .env("PIP_CACHE_DIR", pip_cache());
+        cmd
+    }
+
+    /// `provision ARGS` on this node, killed after `limit`.
+    fn provision(&self, net: bool, args: &[&str], limit: Duration) -> (i32, String, String) {
+        let mut cmd = self.command(net, env!("CARGO_BIN_EXE_provision"));
+        cmd.args(args);
+        run_limited(cmd, &format!("provision {args:?} on {}", self.name), limit)
+    }
+
+    /// The agent's own status of service `name` (`provision status --json` on the node).
+    fn service_status(&self, name: &str) -> Result<serde_json::Value, String> {
+        let (code, out, err) = self.provision(true, &["status", "--json"], STEP_LIMIT);
+        if code != 0 {
+            return Err(format!("provision status: {code} {err}"));
+        }
+        let json: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+        json["services"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["name"] == name))
+            .cloned()
+            .ok_or_else(|| format!("no service {name} in {json}"))
+    }
+
+    /// GET `http://127.0.0.1:PORT/PATH` inside the node's network namespace.
+    fn get(&self, port: u16, path: &str) -> Result<(u16, Vec<u8>), String> {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", self.netns()))
+            .args(["--", "python3.11", "-c", GET_PY])
+            .arg(format!("http://127.0.0.1:{port}{path}"))
+            .env_clear()
+            .env("PATH", PATH);
+        let (code, out, err) = run_limited(cmd, "GET", Duration::from_secs(30));
+        if code != 0 {
+            return Err(err);
+        }
+        let (status, body) = out.split_once('\n').ok_or("no status")?;
+        let status = status.trim().parse().map_err(|_| "no status")?;
+        Ok((status, body.as_bytes().to_vec()))
+    }
+
+    /// The processes in the node's namespaces, its init and `unshare` (the holder) excepted.
+    fn inside(&self) -> Vec<u32> {
+        let keep = [self.init, self.holder.id()];
+        live_pids()
+            .into_iter()
+            .filter(|p| !keep.contains(p) && mnt_ns(*p).as_deref() == Some(&self.ns))
+            .collect()
+    }
+
+    /// The one process in the node whose command line starts with `prefix`.
+    fn pid_of(&self, prefix: &str) -> Result<u32, String> {
+        let found: Vec<u32> = self
+            .inside()
+            .into_iter()
+            .filter(|&p| cmdline(p).starts_with(prefix))
+            .collect();
+        match found.as_slice() {
+            [pid] => Ok(*pid),
+            other => Err(format!("{prefix}: {other:?}")),
+        }
+    }
+
+    /// A file the node wrote (from its upper layer).
+    fn read(&self, p: &str) -> String {
+        std::fs::read_to_string(
+            self.tmp
+                .path()
+                .join("upper")
+                .join(p.trim_start_matches('/')),
+        )
+        .unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        for _ in 0..3 {
+            for pid in self.inside() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.init as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+        common::reap_adopted();
+    }
+}
+
+fn cluster_manifest() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/pyme-cluster.yaml")
+}
+
+/// Why the two-node test cannot run here, if it cannot.
+fn gate_nodes() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("needs root (namespaces, veth, users); CI runs as root".into());
+    }
+    let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    if !fs
+        .lines()
+        .any(|l| l.split_whitespace().last() == Some("overlay"))
+    {
+        return Some("no overlayfs in /proc/filesystems".into());
+    }
+    for tool in ["python3.11", "ip", "unshare", "nsenter", "chroot"] {
+        if !PATH.split(':').any(|d| Path::new(d).join(tool).exists()) {
+            return Some(format!("no {tool} in {PATH}"));
+        }
+    }
+    if !pypi_reachable() {
+        return Some("pypi.org:443 is not reachable".into());
+    }
+    let running = pyme_processes(None);
+    if !running.is_empty() {
+        return Some(format!("PYME processes already run here: {running:?}"));
+    }
+    None
+}
+
+/// Whether the agent log at `log` has a line with every one of `words`.
+fn logged(log: &Path, words: &[&str]) -> Result<(), String> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    if text.lines().any(|l| words.iter().all(|w| l.contains(w))) {
+        Ok(())
+    } else {
+        Err(format!("no line with {words:?} yet"))
+    }
+}
+
+#[test]
+fn pyme_worker_waits_for_the_masters_rule_server_then_polls_it() {
+    let _serial = serial();
+    if let Some(why) = gate_nodes() {
+        eprintln!("SKIP pyme two nodes: {why}");
+        return;
+    }
+    let host_files = ["/etc/passwd", "/etc/group", "/etc/shadow", "/etc/hosts"];
+    let before: Vec<String> = host_files.iter().map(|f| sha(f)).collect();
+    let host_ifaces = std::fs::read_dir("/sys/class/net").unwrap().count();
+    let host_data = Path::new("/data").exists();
+    let bin = env!("CARGO_BIN_EXE_provision");
+    let m = cluster_manifest();
+    let m = m.to_str().unwrap();
+
+    {
+        let master = Node::new("master", "10.0.0.1");
+        let worker = Node::new("node01", "10.0.0.11");
+        // The cluster network: a veth pair made straight into the two namespaces.
+        let mut ip = Command::new("ip");
+        ip.args(["link", "add", "pyme0", "netns"])
+            .arg(master.init.to_string())
+            .args(["type", "veth", "peer", "name", "pyme0", "netns"])
+            .arg(worker.init.to_string());
+        let (code, out, err) = run_limited(ip, "ip link add", STEP_LIMIT);
+        assert_eq!(code, 0, "ip link add: {out}{err}");
+        for n in [&master, &worker] {
+            n.host_sh(&format!(
+                "ip addr add {}/24 dev pyme0 && ip link set pyme0 up && ip route add 224.0.0.0/4 dev pyme0",
+                n.address
+            ));
+        }
+        assert_eq!(
+            std::fs::read_dir("/sys/class/net").unwrap().count(),
+            host_ifaces,
+            "the veth pair is only in the nodes' namespaces"
+        );
+
+        // Install each node (in the machine's network, where PyPI is), then re-apply: no-op.
+        for n in [&master, &worker] {
+            let apply = ["apply", m, "--node", n.name, "--json"];
+            let t = Instant::now();
+            let (code, out, err) = n.provision(false, &apply, INSTALL_LIMIT);
+            let install = t.elapsed();
+            assert_eq!(
+                code, 0,
+                "apply on {}\n--- stdout\n{out}\n--- stderr\n{err}",
+                n.name
+            );
+            let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(report["summary"]["failed"], 0, "{out}");
+            let t = Instant::now();
+            let (code, out, err) = n.provision(false, &apply, STEP_LIMIT);
+            let again = t.elapsed();
+            assert_eq!(code, 0, "re-apply on {}\n{out}\n{err}", n.name);
+            let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(report["summary"]["changed"], 0, "re-apply changed: {out}");
+            println!(
+                "pyme two nodes: {} apply (install) {:.1}s, no-op re-apply {:.2}s",
+                n.name,
+                install.as_secs_f64(),
+                again.as_secs_f64()
+            );
+            // The hosts fix: every node's name resolves to its cluster address.
+            let hosts = n.read("/etc/hosts");
+            assert!(
+                hosts.contains("10.0.0.1\tmaster.cluster.lan master")
+                    && hosts.contains("10.0.0.11\tnode01.cluster.lan node01"),
+                "{hosts}"
+            );
+        }
+        // Only the master has clusterUI's and the rule server's motd; no GPU settings on either.
+        assert!(master.read("/etc/motd").contains("rule server"));
+        assert!(!worker.read("/etc/motd").contains("rule server"));
+
+        // The worker's agent first: its data server runs, its node server waits for the master.
+        let wlog = worker.tmp.path().join("agent.log");
+        let mut wagent = worker.command(true, bin);
+        wagent
+            .args(["agent", m, "--node", "node01", "--reconcile-interval", "1h"])
+            .env("PROVISION_STATUS_LISTEN", "127.0.0.1:0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&wlog).unwrap());
+        let mut wagent = wagent.spawn().unwrap();
+        wait(
+            "the worker's data server",
+            BRINGUP_LIMIT,
+            &wlog,
+            || match worker.get(15348, "/__status")? {
+                (200, _) => Ok(()),
+                (code, body) => Err(format!("{code} {}", String::from_utf8_lossy(&body))),
+            },
+        );
+        let waiting = |what: &str| {
+            let s = worker.service_status("pyme-nodeserver")?;
+            let detail = s["detail"].as_str().unwrap_or_default();
+            if s["state"] == "waiting"
+                && detail.contains("http://10.0.0.1:15346/distributor/queues")
+            {
+                let nodeservers: Vec<_> = pyme_processes(Some(&worker.ns))
+                    .into_iter()
+                    .filter(|(_, c)| c.contains("PYMERuleNodeServer"))
+                    .collect();
+                assert!(nodeservers.is_empty(), "{what}: {nodeservers:?}");
+                Ok(detail.to_owned())
+            } else {
+                Err(format!("{s}"))
+            }
+        };
+        let detail = wait(
+            "the worker's node server waiting",
+            BRINGUP_LIMIT,
+            &wlog,
+            || waiting("a node server runs while waiting"),
+        );
+        wait("the agent's `waiting for` line", STEP_LIMIT, &wlog, || {
+            logged(
+                &wlog,
+                &[
+                    "service=pyme-nodeserver",
+                    "waiting for GET http://10.0.0.1:15346",
+                ],
+            )
+        });
+        println!("pyme two nodes: worker's pyme-nodeserver: {detail}");
+        // Several wait_for attempts (every 2 s) later it still waits, and still no node server.
+        std::thread::sleep(Duration::from_secs(7));
+        waiting("a node server started without the master").unwrap();
+        assert!(logged(&wlog, &["service=pyme-nodeserver", "wait_for passed"]).is_err());
+
+        // Then the master's agent: once its rule server answers, the worker's node server starts,
+        // finds the master's rule server (zeroconf across the veth) and polls it.
+        let mlog = master.tmp.path().join("agent.log");
+        let mut magent = master.command(true, bin);
+        magent
+            .args(["agent", m, "--node", "master", "--reconcile-interval", "1h"])
+            .env("PROVISION_STATUS_LISTEN", "127.0.0.1:0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&mlog).unwrap());
+        let mut magent = magent.spawn().unwrap();
+        let started = Instant::now();
+        wait("the master's rule server", BRINGUP_LIMIT, &mlog, || {
+            let (code, body) = master.get(15346, "/distributor/queues")?;
+            let json: serde_json::Value =
+                serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+            if code == 200 && json["ok"] == true {
+                Ok(())
+            } else {
+                Err(format!("{code} {json}"))
+            }
+        });
+        let master_ready = Instant::now();
+        wait(
+            "the worker's node server polling",
+            BRINGUP_LIMIT,
+            &wlog,
+            || {
+                let (code, body) = worker.get(15347, "/node/status")?;
+                is_polling(code, &body)
+            },
+        );
+        let polled = master_ready.elapsed();
+        // It found the master's rule server (PYME prints what it found: `[]` would be none).
+        let found = wait(
+            "the worker's node server ready",
+            BRINGUP_LIMIT,
+            &wlog,
+            || {
+                let s = worker.service_status("pyme-nodeserver")?;
+                if s["state"] == "ready" {
+                    Ok(worker.read("/var/log/provision/pyme-nodeserver.log"))
+                } else {
+                    Err(format!("{s}"))
+                }
+            },
+        );
+        let ready = master_ready.elapsed();
+        assert!(
+            found.contains("['http://10.0.0.1:15346/']"),
+            "the worker's node server log:\n{found}"
+        );
+        logged(&wlog, &["service=pyme-nodeserver", "wait_for passed"]).unwrap();
+        // The master's own node server polls its rule server too.
+        wait(
+            "the master's node server polling",
+            BRINGUP_LIMIT,
+            &mlog,
+            || {
+                let (code, body) = master.get(15347, "/node/status")?;
+                is_polling(code, &body)
+            },
+        );
+        println!(
+            "pyme two nodes: master agent start to its rule server answering {:.1}s; then to the worker's node server polling {:.1}s, and Ready in the worker's agent (it found the master's rule server) {:.1}s",
+            (master_ready - started).as_secs_f64(),
+            polled.as_secs_f64(),
+            ready.as_secs_f64()
+        );
+        for (name, log) in [("worker", &wlog), ("master", &mlog)] {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            for line in text
+                .lines()
+                .filter(|l| l.contains("event=") || l.contains("wait"))
+            {
+                println!("  {name}: {line}");
+            }
+        }
+
+        // Stop both agents (worker first): each exits 0 and leaves no PYME process.
+        for (n, agent, log) in [(&worker, &mut wagent, &wlog), (&master, &mut magent, &mlog)] {
+            let pid = n.pid_of(&format!("{bin} agent")).unwrap();
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            )
+            .unwrap();
+            let status = wait("the agent to exit", STEP_LIMIT, log, || {
+                agent
+                    .try_wait()
+                    .unwrap()
+                    .ok_or_else(|| "running".to_owned())
+            });
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            assert_eq!(status.code(), Some(0), "{} agent log:\n{text}", n.name);
+            let left = pyme_processes(Some(&n.ns));
+            assert!(left.is_empty(), "{} left {left:?}\n{text}", n.name);
+            assert_eq!(
+                n.inside(),
+                Vec::<u32>::new(),
+                "processes left on {}",
+                n.name
+            );
+        }
+        assert!(pyme_processes(None).is_empty());
+    }
+
+    let after: Vec<String> = host_files.iter().map(|f| sha(f)).collect();
+    assert_eq!(before, after, "the host's account files changed");
+    assert_eq!(Path::new("/data").exists(), host_data, "/data on the host");
+    assert_eq!(
+        std::fs::read_dir("/sys/class/net").unwrap().count(),
+        host_ifaces
+    );
     assert!(pyme_processes(None).is_empty());
 }
