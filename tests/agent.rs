@@ -7,6 +7,7 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -721,4 +722,82 @@ fn apply_says_which_agent_did_not_answer_and_what_to_do() {
     // Nothing was applied locally instead, and no service started.
     assert!(!s.sb.path("/etc/a.conf").exists());
     assert!(s.events().is_empty());
+}
+
+/// An agent kills only the leftovers of its own node: a process marked for the same root but
+/// seeing another `/` (a chroot or container sharing this process list, here an overlay of `/`)
+/// belongs to another agent and is left alone, while a marked process of this `/` is killed.
+#[test]
+fn leftovers_seen_from_another_root_are_not_this_agents() {
+    if !common::have_root("leftovers_seen_from_another_root_are_not_this_agents") {
+        return;
+    }
+    let s = Setup::new();
+    let root = s.sb.root().display().to_string();
+    let marker = format!("PROVISION_AGENT_ROOT={root}");
+    let t = s.sb.tmp.path().join("other");
+    for d in ["upper", "work", "merged"] {
+        std::fs::create_dir_all(t.join(d)).unwrap();
+    }
+    let t = t.display().to_string();
+    // Both in groups of their own, as services are.
+    let mut elsewhere = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount -t overlay overlay -o lowerdir=/,upperdir={t}/upper,workdir={t}/work {t}/merged && exec chroot {t}/merged sleep 600"
+        ))
+        .env("PROVISION_AGENT_ROOT", &root)
+        .process_group(0)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut here = Command::new("sleep")
+        .arg("600")
+        .env("PROVISION_AGENT_ROOT", &root)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + LIMIT;
+    let chrooted = |pid: u32| {
+        std::fs::read_link(format!("/proc/{pid}/root"))
+            .is_ok_and(|r| r != std::path::Path::new("/"))
+    };
+    while !(chrooted(elsewhere.id()) && marked(&marker).len() == 2) {
+        assert!(
+            elsewhere.try_wait().unwrap().is_none(),
+            "the overlay chroot did not start"
+        );
+        assert!(Instant::now() < deadline, "the marked sleeps did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    let m = s.manifest("v1", "");
+    let mut agent = s.agent(&m);
+    s.wait_for("b listening", |e| {
+        e.iter().any(|l| l.starts_with("listen b"))
+    });
+    // The one of this root was killed before any service started; the other is alive.
+    let deadline = Instant::now() + LIMIT;
+    while here.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "log:\n{}", agent.log());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        elsewhere.try_wait().unwrap().is_none(),
+        "the other root's process was killed; log:\n{}",
+        agent.log()
+    );
+    assert!(
+        agent.log().contains("left by an earlier agent"),
+        "{}",
+        agent.log()
+    );
+    agent.signal("TERM");
+    assert_eq!(agent.wait_exit().code(), Some(0));
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(elsewhere.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = elsewhere.wait();
+    let _ = here.wait();
 }

@@ -6,7 +6,10 @@
 //! (`/var/lib/provision/services.json`), and the `PROVISION_AGENT_ROOT=<root>` variable every
 //! service process inherits, which also covers a process spawned after the last write. A
 //! recorded group is only killed while one of its members still carries that variable, so a
-//! process group id reused by an unrelated program is left alone.
+//! process group id reused by an unrelated program is left alone. A marked process counts only
+//! when it sees the same `/` as this agent (`/proc/PID/root`, compared by device and inode): two
+//! agents for `/` in two chroots or containers that share one process list each have their own
+//! services, and neither kills the other's.
 
 use std::time::{Duration, Instant};
 
@@ -70,11 +73,20 @@ pub fn kill_left_over(host: &Host) {
     }
 }
 
-/// Process groups with a live member whose environment holds `marker`.
+/// Device and inode of the `/` that process `pid` sees (`self` for this one).
+fn root_of(pid: &str) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(format!("/proc/{pid}/root")).ok()?;
+    Some((m.dev(), m.ino()))
+}
+
+/// Process groups with a live member that sees this agent's `/` and whose environment holds
+/// `marker`.
 fn marked_groups(marker: &str) -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
+    let own_root = root_of("self");
     let mut groups = Vec::new();
     for entry in dir.flatten() {
         let Some(pid) = entry
@@ -88,6 +100,7 @@ fn marked_groups(marker: &str) -> Vec<i32> {
             continue;
         };
         if env.split(|&b| b == 0).any(|kv| kv == marker.as_bytes())
+            && root_of(&pid.to_string()) == own_root
             && let Ok(pgid) = nix::unistd::getpgid(Some(Pid::from_raw(pid)))
             && pgid.as_raw() > 1
             && !groups.contains(&pgid.as_raw())
