@@ -128,11 +128,30 @@ pub fn channel(text: &str, dir: &Path) -> std::result::Result<Channel, String> {
         return Channel::try_from_directory(&path)
             .map_err(|e| format!("channel folder {}: {e}", path.display()));
     }
-    Channel::from_str(
-        text,
-        &ChannelConfig::default_with_root_dir(dir.to_path_buf()),
-    )
-    .map_err(|e| format!("`{text}` is not a channel: {e}"))
+    Channel::from_str(text, &channel_config(dir)?)
+        .map_err(|e| format!("`{text}` is not a channel: {e}"))
+}
+
+/// The variable that moves every channel name (`conda-forge`, `bioconda`) to another server, as
+/// conda's own `CONDA_CHANNEL_ALIAS` does: `https://mirror.example/conda` reads conda-forge from
+/// `https://mirror.example/conda/conda-forge`, and `file:///srv/channels` from the local folder
+/// `/srv/channels/conda-forge` (an air-gapped site's mirror; tests/conda_examples.rs). URLs and
+/// folders written in the manifest are not moved, and `.condarc` keeps the names as written.
+pub const CHANNEL_ALIAS_VAR: &str = "CONDA_CHANNEL_ALIAS";
+
+/// Channel names resolve under `$CONDA_CHANNEL_ALIAS` when set, else under conda.anaconda.org.
+fn channel_config(dir: &Path) -> std::result::Result<ChannelConfig, String> {
+    let mut config = ChannelConfig::default_with_root_dir(dir.to_path_buf());
+    if let Some(alias) = std::env::var_os(CHANNEL_ALIAS_VAR).filter(|a| !a.is_empty()) {
+        let alias = alias.to_string_lossy();
+        let with_slash = format!("{}/", alias.trim_end_matches('/'));
+        config.channel_alias = url::Url::parse(&with_slash).map_err(|e| {
+            format!(
+                "{CHANNEL_ALIAS_VAR}={alias} is not a URL ({e}); write one such as https://mirror.example/conda or file:///srv/channels"
+            )
+        })?;
+    }
+    Ok(config)
 }
 
 /// Whether `records` are exactly what `specs` need: every spec matched, every dependency of a
