@@ -567,14 +567,13 @@ impl Resource for CondaEnv {
                 .with_target_platform(Subdir::current().unwrap_or(Subdir::NoArch))
                 .with_installed_packages(observed.installed.clone())
                 .with_requested_specs(self.specs.clone());
+            let tally = super::progress::Tally::new();
+            let installer = installer.with_reporter(super::progress::TallyReporter(tally.clone()));
             let what = format!("{}: installing {} packages", self.id(), solved.len());
             let runtime = runtime()?;
-            super::progress::with_progress(
-                &what,
-                super::progress::EVERY,
-                &super::progress::say,
-                || runtime.block_on(installer.install(&real, solved.clone())),
-            )
+            super::progress::with_progress(&what, Some(&tally), || {
+                runtime.block_on(installer.install(&real, solved.clone()))
+            })
             .map_err(|e| install_error(&self.prefix, chain(&e)))?;
         }
         pip::install_groups(host, &real, &self.prefix, &self.pip)?;
