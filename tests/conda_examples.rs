@@ -427,4 +427,37 @@ fn a_channel_alias_that_is_not_a_url_fails_the_conda_resources_with_a_reason() {
         !s.path("/opt/conda/conda-meta").exists() && !s.path("/opt/conda/envs/pangeo").exists(),
         "no conda installation or env was started"
     );
+
+    // A channel written as a URL is not moved by the alias, so the bad alias does not touch it.
+    let channel = s.work().join("channel");
+    let status = Command::new("timeout")
+        .args(["60", "python3"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/conda-channel.py"
+        ))
+        .arg(&channel)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let m = s.manifest(
+        "url.yaml",
+        &format!(
+            "nodes:\n  - name: n1\n    address: 10.0.0.1\nresources:\n  - conda_env:\n      prefix: /opt/envs/tiny\n      channels: [\"file://{}\"]\n      specs: [feas-a]\n",
+            channel.display()
+        ),
+    );
+    let url = common::run_with_env(
+        &[
+            "apply",
+            m.to_str().unwrap(),
+            "--node",
+            "n1",
+            "--root",
+            &root,
+        ],
+        &[("CONDA_CHANNEL_ALIAS", "not a url")],
+    );
+    url.expect(0);
+    assert!(s.path("/opt/envs/tiny/bin/feas-a").is_file());
 }

@@ -128,8 +128,13 @@ pub fn channel(text: &str, dir: &Path) -> std::result::Result<Channel, String> {
         return Channel::try_from_directory(&path)
             .map_err(|e| format!("channel folder {}: {e}", path.display()));
     }
-    Channel::from_str(text, &channel_config(dir)?)
-        .map_err(|e| format!("`{text}` is not a channel: {e}"))
+    // A URL is not moved by the alias, so a bad alias does not fail it.
+    let config = if text.contains("://") {
+        ChannelConfig::default_with_root_dir(dir.to_path_buf())
+    } else {
+        channel_config(dir)?
+    };
+    Channel::from_str(text, &config).map_err(|e| format!("`{text}` is not a channel: {e}"))
 }
 
 /// The variable that moves every channel name (`conda-forge`, `bioconda`) to another server, as
