@@ -53,6 +53,24 @@ fn example(name: &str) -> String {
     format!("{}/manifests/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Every node of the example, and whether it has the `login` role (JupyterLab and kernels).
+fn nodes(file: &str) -> Vec<(String, bool)> {
+    let m = provision::manifest::parse(Path::new(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let nodes: Vec<(String, bool)> = m
+        .nodes
+        .iter()
+        .map(|n| {
+            let login = n.value.roles.iter().any(|r| r == "login");
+            (n.value.name.clone(), login)
+        })
+        .collect();
+    assert!(
+        nodes.iter().any(|n| n.1) && nodes.iter().any(|n| !n.1),
+        "{file} has a login node and others: {nodes:?}"
+    );
+    nodes
+}
+
 /// `provision apply EXAMPLE --node NODE --json --root <root>` with the channel alias and the
 /// local wheels.
 fn apply(s: &Sandbox, channels: &Path, file: &str, node: &str) -> common::Run {
@@ -203,8 +221,8 @@ fn jupyterlab_slurm_applies_on_every_node_from_a_local_channel_and_converges() {
     let channels = tmp.path().join("channels");
     build_channels(&channels);
     let file = example("jupyterlab-slurm.yaml");
-    for (node, login) in [("login01", true), ("cn01", false), ("cn02", false)] {
-        let s = apply_twice(&channels, &file, node);
+    for (node, login) in nodes(&file) {
+        let s = apply_twice(&channels, &file, &node);
         assert_base_and_condarc(&s);
 
         // The project envs, on every node (batch jobs use them too).
@@ -326,8 +344,8 @@ fn dask_pangeo_applies_on_every_node_from_a_local_channel_and_converges() {
     let channels = tmp.path().join("channels");
     build_channels(&channels);
     let file = example("dask-pangeo.yaml");
-    for (node, login) in [("login01", true), ("cn01", false), ("cn02", false)] {
-        let s = apply_twice(&channels, &file, node);
+    for (node, login) in nodes(&file) {
+        let s = apply_twice(&channels, &file, &node);
         assert_base_and_condarc(&s);
         let condarc = s.read("/opt/conda/.condarc");
         assert!(
