@@ -11,8 +11,10 @@
 //!
 //! Nor do they reach conda channels: a `conda_env` (and a `conda: base:`) from conda-forge fails
 //! with "cannot reach the channels", which is allowed, and its kernels and services are skipped;
-//! the `.condarc`, users, folders and files around them are applied and must converge. Conda
-//! environments themselves are installed from a local channel by tests/conda.rs.
+//! the `.condarc`, users, folders and files around them are applied and must converge. The conda
+//! examples (jupyterlab-slurm, dask-pangeo) are applied in full, envs and kernels included, from a
+//! local channel of stand-ins by tests/conda_examples.rs; conda environments in general by
+//! tests/conda.rs.
 
 mod common;
 
@@ -61,8 +63,8 @@ fn venv_needs_the_index(r: &serde_json::Value) -> bool {
 /// Whether a failed resource is a conda environment (or base installation) whose channels are
 /// on the network, which this machine cannot reach: provision says so in those words only for a
 /// connection that failed (DNS, refused, timed out), never for a local channel or a bad spec.
-/// What runs after it (its kernels, services) is then skipped. tests/conda.rs installs from a
-/// local channel.
+/// What runs after it (its kernels, services) is then skipped. tests/conda_examples.rs applies
+/// these examples from a local channel.
 fn conda_channel_unreachable(r: &serde_json::Value) -> bool {
     r["id"].as_str().unwrap().starts_with("conda_env:")
         && r["error"].as_str().is_some_and(|e| {

@@ -128,11 +128,35 @@ pub fn channel(text: &str, dir: &Path) -> std::result::Result<Channel, String> {
         return Channel::try_from_directory(&path)
             .map_err(|e| format!("channel folder {}: {e}", path.display()));
     }
-    Channel::from_str(
-        text,
-        &ChannelConfig::default_with_root_dir(dir.to_path_buf()),
-    )
-    .map_err(|e| format!("`{text}` is not a channel: {e}"))
+    // A URL is not moved by the alias, so a bad alias does not fail it.
+    let config = if text.contains("://") {
+        ChannelConfig::default_with_root_dir(dir.to_path_buf())
+    } else {
+        channel_config(dir)?
+    };
+    Channel::from_str(text, &config).map_err(|e| format!("`{text}` is not a channel: {e}"))
+}
+
+/// The variable that moves every channel name (`conda-forge`, `bioconda`) to another server, as
+/// conda's own `CONDA_CHANNEL_ALIAS` does: `https://mirror.example/conda` reads conda-forge from
+/// `https://mirror.example/conda/conda-forge`, and `file:///srv/channels` from the local folder
+/// `/srv/channels/conda-forge` (an air-gapped site's mirror; tests/conda_examples.rs). URLs and
+/// folders written in the manifest are not moved, and `.condarc` keeps the names as written.
+pub const CHANNEL_ALIAS_VAR: &str = "CONDA_CHANNEL_ALIAS";
+
+/// Channel names resolve under `$CONDA_CHANNEL_ALIAS` when set, else under conda.anaconda.org.
+fn channel_config(dir: &Path) -> std::result::Result<ChannelConfig, String> {
+    let mut config = ChannelConfig::default_with_root_dir(dir.to_path_buf());
+    if let Some(alias) = std::env::var_os(CHANNEL_ALIAS_VAR).filter(|a| !a.is_empty()) {
+        let alias = alias.to_string_lossy();
+        let with_slash = format!("{}/", alias.trim_end_matches('/'));
+        config.channel_alias = url::Url::parse(&with_slash).map_err(|e| {
+            format!(
+                "{CHANNEL_ALIAS_VAR}={alias} is not a URL ({e}); write one such as https://mirror.example/conda or file:///srv/channels"
+            )
+        })?;
+    }
+    Ok(config)
 }
 
 /// Whether `records` are exactly what `specs` need: every spec matched, every dependency of a
@@ -548,14 +572,13 @@ impl Resource for CondaEnv {
                 .with_target_platform(Subdir::current().unwrap_or(Subdir::NoArch))
                 .with_installed_packages(observed.installed.clone())
                 .with_requested_specs(self.specs.clone());
+            let tally = super::progress::Tally::new();
+            let installer = installer.with_reporter(super::progress::TallyReporter(tally.clone()));
             let what = format!("{}: installing {} packages", self.id(), solved.len());
             let runtime = runtime()?;
-            super::progress::with_progress(
-                &what,
-                super::progress::EVERY,
-                &super::progress::say,
-                || runtime.block_on(installer.install(&real, solved.clone())),
-            )
+            super::progress::with_progress(&what, Some(&tally), || {
+                runtime.block_on(installer.install(&real, solved.clone()))
+            })
             .map_err(|e| install_error(&self.prefix, chain(&e)))?;
         }
         pip::install_groups(host, &real, &self.prefix, &self.pip)?;

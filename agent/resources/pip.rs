@@ -242,12 +242,9 @@ pub fn install(python: &Path, args: &[String], what: &str, env_path: &str) -> Re
         ("VIRTUAL_ENV", prefix.as_str()),
     ];
     let progress = format!("pip install ({what}) in {env_path}");
-    let (code, output) = super::progress::with_progress(
-        &progress,
-        super::progress::EVERY,
-        &super::progress::say,
-        || crate::host::mounts::run_output(&python_s, &full, &env, PIP_TIMEOUT),
-    )
+    let (code, output) = super::progress::with_progress(&progress, None, || {
+        crate::host::mounts::run_output(&python_s, &full, &env, PIP_TIMEOUT)
+    })
     .map_err(|e| Error::Other(format!("pip install in {env_path} failed: {e}")))?;
     if code == Some(0) {
         return Ok(());
