@@ -7,7 +7,6 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -740,29 +739,33 @@ fn leftovers_seen_from_another_root_are_not_this_agents() {
         std::fs::create_dir_all(t.join(d)).unwrap();
     }
     let t = t.display().to_string();
-    // Both in groups of their own, as services are.
-    let mut elsewhere = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c"])
+    // Both marked sleeps lead sessions (so groups) of their own, as services do, under a
+    // `setsid --wait` that stays this test's unmarked child in its group: the test waits on that,
+    // so no other test's reaping of adopted processes can take the exit status it waits for.
+    let mut elsewhere = Command::new("setsid")
+        .args(["--fork", "--wait", "env", &marker])
+        .args(["unshare", "-m", "--propagation", "private", "sh", "-c"])
         .arg(format!(
             "mount -t overlay overlay -o lowerdir=/,upperdir={t}/upper,workdir={t}/work {t}/merged && exec chroot {t}/merged sleep 600"
         ))
-        .env("PROVISION_AGENT_ROOT", &root)
-        .process_group(0)
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
-    let mut here = Command::new("sleep")
-        .arg("600")
-        .env("PROVISION_AGENT_ROOT", &root)
-        .process_group(0)
+    let mut here = Command::new("setsid")
+        .args(["--fork", "--wait", "env", &marker, "sleep", "600"])
+        .stdin(Stdio::null())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + LIMIT;
-    let chrooted = |pid: u32| {
+    let chrooted = |pid: i32| {
         std::fs::read_link(format!("/proc/{pid}/root"))
             .is_ok_and(|r| r != std::path::Path::new("/"))
     };
-    while !(chrooted(elsewhere.id()) && marked(&marker).len() == 2) {
+    loop {
+        let m = marked(&marker);
+        if m.len() == 2 && m.iter().filter(|&&p| chrooted(p)).count() == 1 {
+            break;
+        }
         assert!(
             elsewhere.try_wait().unwrap().is_none(),
             "the overlay chroot did not start"
@@ -794,10 +797,12 @@ fn leftovers_seen_from_another_root_are_not_this_agents() {
     );
     agent.signal("TERM");
     assert_eq!(agent.wait_exit().code(), Some(0));
-    let _ = nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(elsewhere.id() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    );
+    for pid in marked(&marker) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
     let _ = elsewhere.wait();
     let _ = here.wait();
 }

@@ -87,6 +87,9 @@ fn marked_groups(marker: &str) -> Vec<i32> {
         return Vec::new();
     };
     let own_root = root_of("self");
+    // Never this agent's own group (nor, through it, whoever started the agent): services always
+    // lead groups of their own, so a marked process here is not one of them.
+    let own_group = nix::unistd::getpgrp().as_raw();
     let mut groups = Vec::new();
     for entry in dir.flatten() {
         let Some(pid) = entry
@@ -103,6 +106,7 @@ fn marked_groups(marker: &str) -> Vec<i32> {
             && root_of(&pid.to_string()) == own_root
             && let Ok(pgid) = nix::unistd::getpgid(Some(Pid::from_raw(pid)))
             && pgid.as_raw() > 1
+            && pgid.as_raw() != own_group
             && !groups.contains(&pgid.as_raw())
         {
             groups.push(pgid.as_raw());
