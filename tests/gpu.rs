@@ -393,63 +393,20 @@ fn apply_passes_when_gpus_are_not_required_and_says_so() {
 /// event (it needs a GPU that faults); the counting itself is unit-tested in agent/gpu/xid.rs.
 #[test]
 fn the_agent_serves_its_xid_record_and_says_why_it_is_off() {
-    use std::process::{Command, Stdio};
-    use std::time::{Duration, Instant};
-    common::adopt_orphans();
+    use std::time::Duration;
     let sb = common::Sandbox::debian();
     let m = sb.manifest(
         "m.yaml",
         "nodes:\n  - name: n1\n    address: 10.0.0.1\nresources:\n  - file: {path: /etc/motd, content: \"hi\\n\"}\n",
     );
-    let log = sb.tmp.path().join("agent.log");
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_provision"))
-        .args(["agent", m.to_str().unwrap(), "--node", "n1", "--root"])
-        .arg(sb.root())
-        .args(["--reconcile-interval", "1h"])
-        .env("PROVISION_STATUS_LISTEN", "127.0.0.1:0")
-        .env("NO_COLOR", "1")
-        .env_remove("NOTIFY_SOCKET")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let addr_file = sb.path("/var/lib/provision/status.addr");
-    let get = |addr: &str, path: &str| -> String {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut answer = String::new();
-        s.read_to_string(&mut answer).unwrap();
-        answer
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (addr, doc) = loop {
-        assert!(
-            agent.try_wait().unwrap().is_none(),
-            "the agent exited: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        assert!(Instant::now() < deadline, "no XID record settled");
-        if let Ok(a) = std::fs::read_to_string(&addr_file)
-            && a.ends_with('\n')
-        {
-            let a = a.trim().to_owned();
-            let answer = get(&a, "/gpu/xids");
-            let body = answer.split_once("\r\n\r\n").unwrap().1;
-            let doc: serde_json::Value = serde_json::from_str(body).unwrap();
-            if doc["reason"] != "starting" {
-                assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-                break (a, doc);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let mut agent = common::RunningAgent::start(&sb, &m, "n1", &[]);
+    agent.until("the XID record settled", Duration::from_secs(30), |a| {
+        a.json("/gpu/xids")
+            .is_some_and(|d| d["reason"] != "starting")
+    });
+    let answer = agent.get("/gpu/xids").unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let doc = agent.json("/gpu/xids").unwrap();
     let driver = run(&["gpu", "--json"]).code != 5;
     if driver {
         assert_eq!(doc["watching"], true, "{doc}");
@@ -457,11 +414,11 @@ fn the_agent_serves_its_xid_record_and_says_why_it_is_off() {
         assert_eq!(doc["watching"], false, "{doc}");
         let reason = doc["reason"].as_str().unwrap();
         assert!(reason.contains("no NVIDIA driver found"), "{reason}");
-        // `/status` carries the same record; `/metrics` has no XID samples.
-        let status = get(&addr, "/status");
+        // `/status` carries the same record; `/metrics` has the family and no XID samples.
+        let status = agent.get("/status").unwrap();
         assert!(status.contains("\"gpu_xids\""), "{status}");
         assert!(status.contains("no NVIDIA driver found"), "{status}");
-        let metrics = get(&addr, "/metrics");
+        let metrics = agent.get("/metrics").unwrap();
         assert!(
             metrics.contains("# TYPE provision_gpu_xid_errors_total counter"),
             "{metrics}"
@@ -471,18 +428,5 @@ fn the_agent_serves_its_xid_record_and_says_why_it_is_off() {
             "{metrics}"
         );
     }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(agent.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while agent.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = agent.kill();
-            let _ = agent.wait();
-            panic!("the agent did not stop on SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    agent.stop();
 }

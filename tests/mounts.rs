@@ -11,7 +11,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use common::{Namespace, Sandbox};
+use common::{Namespace, RunningAgent, Sandbox};
 
 /// A Debian fstab as installers leave it, plus hand edits: tabs, a `\040` escape, a commented-out
 /// entry, a CIFS line of another share, and no final newline.
@@ -626,13 +626,10 @@ fn the_preflight_logs_in_to_a_real_samba_server() {
 /// private mount namespace; nothing outside it is mounted.
 #[test]
 fn the_agent_remounts_what_was_unmounted_and_restores_its_fstab_line() {
-    use std::io::{Read, Write};
-    use std::process::{Command, Stdio};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     let Some(ns) = Namespace::new("the_agent_remounts_what_was_unmounted") else {
         return;
     };
-    common::adopt_orphans();
     let s = Sandbox::debian();
     s.write("/etc/fstab", FSTAB);
     let real = s.path("/mnt/scratch");
@@ -643,124 +640,33 @@ fn the_agent_remounts_what_was_unmounted_and_restores_its_fstab_line() {
             nodes()
         ),
     );
-    let log = s.tmp.path().join("agent.log");
     let holder = ns.pid().to_string();
-    let mut agent = Command::new("nsenter")
-        .args(["-t", &holder, "-m", "--", env!("CARGO_BIN_EXE_provision")])
-        .args(["agent", m.to_str().unwrap(), "--node", "ws01", "--root"])
-        .arg(s.root())
-        .args(["--reconcile-interval", "1h"])
-        .env("PROVISION_STATUS_LISTEN", "127.0.0.1:0")
-        .env("NO_COLOR", "1")
-        .env_remove("NOTIFY_SOCKET")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let agent_log = || std::fs::read_to_string(&log).unwrap_or_default();
-    let mut until = |what: &str, f: &dyn Fn() -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !f() {
-            if let Some(st) = agent.try_wait().unwrap() {
-                panic!(
-                    "the agent exited ({st}) waiting for {what}:\n{}",
-                    agent_log()
-                );
-            }
-            if Instant::now() >= deadline {
-                let pid = agent.id();
-                let ns_of = |p: u32| std::fs::read_link(format!("/proc/{p}/ns/mnt")).ok();
-                let mi =
-                    std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
-                panic!(
-                    "timed out waiting for {what}:\n{}\nagent ns {:?} holder ns {:?}\nagent's table: {:?}\nholder's: {:?}",
-                    agent_log(),
-                    ns_of(pid),
-                    ns_of(ns.pid()),
-                    mi.lines()
-                        .filter(|l| l.contains("scratch"))
-                        .collect::<Vec<_>>(),
-                    ns.mountinfo()
-                        .lines()
-                        .filter(|l| l.contains("scratch"))
-                        .map(str::to_owned)
-                        .collect::<Vec<_>>(),
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    };
-    let status = || -> serde_json::Value {
-        let addr = std::fs::read_to_string(s.path("/var/lib/provision/status.addr")).unwrap();
-        let mut c = std::net::TcpStream::connect(addr.trim()).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(
-            c,
-            "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut a = String::new();
-        c.read_to_string(&mut a).unwrap();
-        serde_json::from_str(a.split_once("\r\n\r\n").unwrap().1).unwrap()
-    };
-    let drift_for = |id: &str| -> usize {
-        status()["drift"]["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e.to_string().contains(id))
-            .count()
-    };
-
-    until("the status API", &|| {
-        std::fs::read_to_string(s.path("/var/lib/provision/status.addr"))
-            .is_ok_and(|a| a.ends_with('\n'))
-    });
-    until("the first reconcile", &|| {
-        status()["reconciles_total"].as_u64().unwrap_or(0) >= 1
-    });
-    assert!(!ns.mounts_at(&real).is_empty(), "{}", agent_log());
+    let mut agent = RunningAgent::start(&s, &m, "ws01", &["nsenter", "-t", &holder, "-m", "--"]);
+    let limit = Duration::from_secs(30);
+    agent.until("the first reconcile", limit, |a| a.status().is_some());
+    assert!(!ns.mounts_at(&real).is_empty(), "{}", agent.log());
     assert_eq!(
-        status()["last_reconcile"]["summary"]["failed"],
+        agent.status().unwrap()["last_reconcile"]["summary"]["failed"],
         0,
         "{}",
-        agent_log()
+        agent.log()
     );
-    assert_eq!(drift_for("mount:/mnt/scratch"), 0);
+    assert_eq!(agent.drift_for("mount:/mnt/scratch"), 0);
 
     // Unmounted behind the agent's back: mounted again, and reported as drift.
     ns.sh(&format!("umount '{}'", real.display()));
-    until("the remount", &|| !ns.mounts_at(&real).is_empty());
-    until("the drift report", &|| drift_for("mount:/mnt/scratch") == 1);
+    agent.until("the remount, as drift", limit, |a| {
+        !ns.mounts_at(&real).is_empty() && a.drift_for("mount:/mnt/scratch") == 1
+    });
 
     // The fstab line removed by hand: put back, the other lines kept byte for byte.
     let fstab = s.path("/etc/fstab");
     let with_line = std::fs::read_to_string(&fstab).unwrap();
     assert_eq!(entries(&with_line, "/mnt/scratch").len(), 1);
     std::fs::write(&fstab, FSTAB).unwrap();
-    until("the fstab line put back", &|| {
+    agent.until("the fstab line put back, as drift", limit, |a| {
         std::fs::read_to_string(&fstab).is_ok_and(|t| t == with_line)
+            && a.drift_for("mount:/mnt/scratch") == 2
     });
-    until("the second drift report", &|| {
-        drift_for("mount:/mnt/scratch") == 2
-    });
-
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(agent.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if agent.try_wait().unwrap().is_some() {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = agent.kill();
-            let _ = agent.wait();
-            panic!("the agent did not stop:\n{}", agent_log());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    agent.stop();
 }

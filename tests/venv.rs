@@ -267,65 +267,18 @@ fn a_package_from_pypi() {
 /// for the periodic reconcile, and reported as drift.
 #[test]
 fn the_agent_reinstalls_a_package_removed_by_hand() {
-    use std::io::{Read, Write};
-    use std::process::Stdio;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     if !python311() || !common::have_root("the_agent_reinstalls_a_package_removed_by_hand") {
         return;
     }
-    common::adopt_orphans();
     let s = sandbox_with_wheels();
     std::fs::set_permissions(s.tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(s.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let m = s.manifest("m.yaml", &manifest("tinyapp==1.0"));
-    let log = s.tmp.path().join("agent.log");
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_provision"))
-        .args(["agent", m.to_str().unwrap(), "--node", "master", "--root"])
-        .arg(s.root())
-        .args(["--reconcile-interval", "1h"])
-        .env("PROVISION_STATUS_LISTEN", "127.0.0.1:0")
-        .env("NO_COLOR", "1")
-        .env_remove("NOTIFY_SOCKET")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let agent_log = || std::fs::read_to_string(&log).unwrap_or_default();
-    let status = || -> Option<serde_json::Value> {
-        let addr = std::fs::read_to_string(s.path("/var/lib/provision/status.addr")).ok()?;
-        let mut c = std::net::TcpStream::connect(addr.trim()).ok()?;
-        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(
-            c,
-            "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut a = String::new();
-        c.read_to_string(&mut a).ok()?;
-        serde_json::from_str(a.split_once("\r\n\r\n")?.1).ok()
-    };
-    let mut until = |what: &str, f: &dyn Fn() -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !f() {
-            if let Some(st) = agent.try_wait().unwrap() {
-                panic!(
-                    "the agent exited ({st}) waiting for {what}:\n{}",
-                    agent_log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}:\n{}",
-                agent_log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
-    until("the first reconcile", &|| {
-        status().is_some_and(|v| v["reconciles_total"].as_u64() >= Some(1))
-    });
-    let first = status().unwrap();
+    let mut agent = common::RunningAgent::start(&s, &m, "master", &[]);
+    let limit = Duration::from_secs(120);
+    agent.until("the first reconcile", limit, |a| a.status().is_some());
+    let first = agent.status().unwrap();
     assert_eq!(first["last_reconcile"]["summary"]["failed"], 0, "{first}");
     assert_eq!(version_in(&s, "tinyapp"), "1.0");
 
@@ -337,28 +290,9 @@ fn the_agent_reinstalls_a_package_removed_by_hand() {
         .output()
         .unwrap();
     assert!(uninstall.status.success(), "{uninstall:?}");
-    until("tinyapp installed again", &|| {
-        status().is_some_and(|v| {
-            v["drift"]["events"].as_array().is_some_and(|e| {
-                e.iter()
-                    .any(|d| d.to_string().contains("venv:/opt/envs/tiny"))
-            })
-        })
+    agent.until("tinyapp installed again, as drift", limit, |a| {
+        a.drift_for("venv:/opt/envs/tiny") == 1
     });
     assert_eq!(version_in(&s, "tinyapp"), "1.0");
-
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(agent.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while agent.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = agent.kill();
-            let _ = agent.wait();
-            panic!("the agent did not stop:\n{}", agent_log());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    agent.stop();
 }

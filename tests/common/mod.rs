@@ -388,3 +388,153 @@ pub fn reap_adopted() {
     let own = nix::unistd::getpgrp().as_raw();
     reap_where(|_, pgrp| pgrp != own);
 }
+
+/// `provision agent` for a sandbox, with its status API on a free loopback port and its log in
+/// the sandbox; killed on drop if a test did not stop it.
+pub struct RunningAgent {
+    child: std::process::Child,
+    log: PathBuf,
+    addr_file: PathBuf,
+}
+
+impl RunningAgent {
+    /// `[PREFIX...] provision agent MANIFEST --node NODE --root ROOT`, periodic reconcile 1 h
+    /// (so whatever it repairs, drift found it). `prefix` runs it elsewhere, e.g. `nsenter -t
+    /// PID -m --`. Adopts orphans, so services of an agent killed here come back to the test.
+    pub fn start(sb: &Sandbox, manifest: &Path, node: &str, prefix: &[&str]) -> RunningAgent {
+        adopt_orphans();
+        let log = sb.tmp.path().join("agent.log");
+        let mut cmd = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(env!("CARGO_BIN_EXE_provision"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_provision")),
+        };
+        let child = cmd
+            .args([
+                "agent",
+                manifest.to_str().unwrap(),
+                "--node",
+                node,
+                "--root",
+            ])
+            .arg(sb.root())
+            .args(["--reconcile-interval", "1h"])
+            .env("PROVISION_STATUS_LISTEN", "127.0.0.1:0")
+            .env("NO_COLOR", "1")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start provision agent");
+        RunningAgent {
+            child,
+            log,
+            addr_file: sb.path("/var/lib/provision/status.addr"),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `GET PATH` on the status API: the whole answer (status line, headers, body), or `None`
+    /// while the agent has not written its address or does not answer.
+    pub fn get(&self, path: &str) -> Option<String> {
+        use std::io::{Read, Write};
+        let addr = std::fs::read_to_string(&self.addr_file).ok()?;
+        if !addr.ends_with('\n') {
+            return None;
+        }
+        let mut c = std::net::TcpStream::connect(addr.trim()).ok()?;
+        c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(
+            c,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).ok()?;
+        Some(answer)
+    }
+
+    /// The body of `GET PATH` as JSON.
+    pub fn json(&self, path: &str) -> Option<serde_json::Value> {
+        let answer = self.get(path)?;
+        serde_json::from_str(answer.split_once("\r\n\r\n")?.1).ok()
+    }
+
+    /// `/status`, once the first reconcile is done.
+    pub fn status(&self) -> Option<serde_json::Value> {
+        self.json("/status")
+            .filter(|s| s["reconciles_total"].as_u64() >= Some(1))
+    }
+
+    /// Drift events of `/status` that name resource `id`.
+    pub fn drift_for(&self, id: &str) -> usize {
+        self.status().map_or(0, |s| {
+            s["drift"]["events"]
+                .as_array()
+                .map_or(0, |e| e.iter().filter(|d| d["id"] == id).count())
+        })
+    }
+
+    /// Polls `f` until it holds; fails with the agent's log after `limit`, or if the agent exits.
+    #[track_caller]
+    pub fn until(&mut self, what: &str, limit: Duration, mut f: impl FnMut(&RunningAgent) -> bool) {
+        let deadline = Instant::now() + limit;
+        while !f(self) {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                panic!(
+                    "the agent exited ({st}) waiting for {what}:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGTERM; the agent must exit 0 within 30 s.
+    #[track_caller]
+    pub fn stop(mut self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                assert!(st.success(), "the agent stopped with {st}:\n{}", self.log());
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not stop on SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for RunningAgent {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
