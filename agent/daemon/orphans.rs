@@ -19,7 +19,7 @@ use nix::unistd::Pid;
 use super::state_file;
 use crate::host::Host;
 use crate::resources::service::MARKER_ENV;
-use crate::supervisor::process::group_members;
+use crate::supervisor::process::{group_members, processes};
 
 /// Writes `(service, pgid)` pairs to the state file (atomically: temp file and rename).
 pub fn record(host: &Host, groups: &[(String, u32)]) {
@@ -83,33 +83,23 @@ fn root_of(pid: &str) -> Option<(u64, u64)> {
 /// Process groups with a live member that sees this agent's `/` and whose environment holds
 /// `marker`.
 fn marked_groups(marker: &str) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
     let own_root = root_of("self");
     // Never this agent's own group (nor, through it, whoever started the agent): services always
     // lead groups of their own, so a marked process here is not one of them.
     let own_group = nix::unistd::getpgrp().as_raw();
     let mut groups = Vec::new();
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
+    for p in processes() {
+        let Ok(env) = std::fs::read(format!("/proc/{}/environ", p.pid)) else {
             continue;
         };
-        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        if env.split(|&b| b == 0).any(|kv| kv == marker.as_bytes())
-            && root_of(&pid.to_string()) == own_root
-            && let Ok(pgid) = nix::unistd::getpgid(Some(Pid::from_raw(pid)))
-            && pgid.as_raw() > 1
-            && pgid.as_raw() != own_group
-            && !groups.contains(&pgid.as_raw())
+        if p.state != 'Z'
+            && p.pgrp > 1
+            && p.pgrp != own_group
+            && !groups.contains(&p.pgrp)
+            && env.split(|&b| b == 0).any(|kv| kv == marker.as_bytes())
+            && root_of(&p.pid.to_string()) == own_root
         {
-            groups.push(pgid.as_raw());
+            groups.push(p.pgrp);
         }
     }
     groups

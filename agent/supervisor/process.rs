@@ -319,6 +319,25 @@ impl Drop for Process {
 
 /// Live (non-zombie) processes in group `pgid`, from /proc.
 pub fn group_members(pgid: i32) -> Vec<i32> {
+    processes()
+        .into_iter()
+        .filter(|p| p.pgrp == pgid && p.state != 'Z' && p.state != 'X')
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// One line of the process table, from `/proc/PID/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    pub pid: i32,
+    /// `R`, `S`, `Z` (a zombie: ended, not reaped), ...
+    pub state: char,
+    pub ppid: i32,
+    pub pgrp: i32,
+}
+
+/// Every process this process can see.
+pub fn processes() -> Vec<ProcStat> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -326,12 +345,13 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
         let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // The command name may hold spaces and parentheses: fields start after the last ')'.
-        let rest = &stat[stat.rfind(')')? + 1..];
-        let mut fields = rest.split_whitespace();
-        let state = fields.next()?;
-        let _ppid = fields.next()?;
-        let pgrp: i32 = fields.next()?.parse().ok()?;
-        (pgrp == pgid && state != "Z" && state != "X").then_some(pid)
+        let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+        Some(ProcStat {
+            pid,
+            state: fields.next()?.chars().next()?,
+            ppid: fields.next()?.parse().ok()?,
+            pgrp: fields.next()?.parse().ok()?,
+        })
     })
     .collect()
 }
@@ -341,31 +361,10 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
 /// the service died first comes back to it, not to PID 1); elsewhere there are none and this does
 /// nothing. The leader is never reaped here: its `Child` does that.
 pub fn reap_adopted_members(pgid: i32) {
-    let me = std::process::id().to_string();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(close) = stat.rfind(')') else {
-            continue;
-        };
-        let mut fields = stat[close + 1..].split_whitespace();
-        let (Some("Z"), Some(ppid), Some(pgrp)) = (fields.next(), fields.next(), fields.next())
-        else {
-            continue;
-        };
-        if ppid == me && pgrp.parse() == Ok(pgid) && pid != pgid {
-            let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+    let me = std::process::id() as i32;
+    for p in processes() {
+        if p.state == 'Z' && p.ppid == me && p.pgrp == pgid && p.pid != pgid {
+            let _ = nix::sys::wait::waitpid(Pid::from_raw(p.pid), Some(WaitPidFlag::WNOHANG));
         }
     }
 }
