@@ -744,6 +744,14 @@ impl Node {
         let cache = pip_cache();
         std::fs::create_dir_all(&cache).unwrap();
         let cache = cache.display();
+        // The manifests and the binary are seen in the chroot where they are outside it, even
+        // when they live under /tmp, which the node has its own of (a CI checkout under /tmp).
+        let src = env!("CARGO_MANIFEST_DIR");
+        let bin = Path::new(env!("CARGO_BIN_EXE_provision"))
+            .parent()
+            .unwrap()
+            .display()
+            .to_string();
         node.host_sh(&format!(
             "set -e
              mkdir -p {t}/root {t}/upper {t}/work {t}/tmp
@@ -755,6 +763,11 @@ impl Node {
              mount --bind {t}/tmp {t}/root/tmp
              mkdir -p {t}/root{cache}
              mount --bind {cache} {t}/root{cache}
+             for d in '{src}' '{bin}'; do
+               mkdir -p \"{t}/root$d\"
+               mount --bind \"$d\" \"{t}/root$d\"
+               mount -o remount,bind,ro \"{t}/root$d\"
+             done
              hostname {name}
              ip link set lo up"
         ));
@@ -1107,7 +1120,11 @@ fn pyme_worker_waits_for_the_masters_rule_server_then_polls_it() {
                 if s["state"] == "ready" {
                     Ok(worker.read("/var/log/provision/pyme-nodeserver.log"))
                 } else {
-                    Err(format!("{s}"))
+                    let log = worker.read("/var/log/provision/pyme-nodeserver.log");
+                    let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                    Err(format!(
+                        "{s}; the node server's log, last lines first: {tail:?}"
+                    ))
                 }
             },
         );
