@@ -2,7 +2,9 @@
 //! python-microscopy from PyPI into a venv, `provision agent` brings up the cluster of one, and the
 //! test talks to PYME's own HTTP API (a file PUT to the data server and read back, the rule
 //! server's queues, the node server polling), SIGKILLs the rule server and sees the agent restart
-//! it, then stops the agent with SIGTERM and checks that no PYME process is left.
+//! it and the node server poll the new one (a task posted to the new rule server is run by the
+//! node server's workers and handed in), then stops the agent with SIGTERM and checks that no PYME
+//! process is left.
 //!
 //! Everything runs with the default root `/`, inside a private mount namespace in which overlayfs
 //! covers every directory the manifest and the agent write (`/etc`, `/opt`, `/srv`, `/var`, and
@@ -382,6 +384,44 @@ fn queues() -> Result<(), String> {
     }
 }
 
+/// Posts to the rule server a rule `rule` of one task released at once, a recipe task with an
+/// empty recipe (PYME's `taskWorkerHTTP` runs it; a worker that fails it hands it in as failed,
+/// which proves the round trip as well).
+fn post_rule(rule: &str) -> Result<(u16, Vec<u8>), String> {
+    let template = serde_json::json!({
+        "id": "{{ruleID}}~{{taskID}}",
+        "type": "recipe",
+        "taskdef": {"recipe": "[]"},
+        "inputs": {},
+    });
+    let body = serde_json::json!({"template": template.to_string()}).to_string();
+    http(
+        "POST",
+        15346,
+        &format!("/add_integer_id_rule?max_tasks=1&release_start=0&release_end=1&ruleID={rule}"),
+        body.as_bytes(),
+    )
+}
+
+/// The rule server's info on `rule` once its one task came back (completed or failed) and none
+/// runs; an error (the info so far) before, or when the rule server does not know the rule.
+fn handed_in(rule: &str) -> Result<serde_json::Value, String> {
+    let (code, body) = http("GET", 15346, "/distributor/queues", b"")?;
+    let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    let info = &json["result"][rule];
+    let n = |k: &str| info[k].as_u64();
+    match (
+        code,
+        n("tasksPosted"),
+        n("tasksCompleted"),
+        n("tasksFailed"),
+        n("tasksRunning"),
+    ) {
+        (200, Some(1), Some(c), Some(f), Some(0)) if c + f == 1 => Ok(info.clone()),
+        _ => Err(format!("{code} {json}")),
+    }
+}
+
 fn polling() -> Result<(), String> {
     let (code, body) = http("GET", 15347, "/node/status", b"")?;
     is_polling(code, &body)
@@ -540,10 +580,12 @@ fn pyme_cluster_of_one_installs_runs_restarts_and_stops_clean() {
             bringup.as_secs_f64()
         );
 
-        // SIGKILL the rule server: the agent starts a new one, and the node server polls again.
+        // SIGKILL the rule server: the agent starts a new one, and the node server polls it: a task
+        // posted to the new one is run and handed in.
         let old = wait("one rule server", STEP_LIMIT, &log, || {
             one_pid(&o.ns, "PYMERuleServer")
         });
+        let node = one_pid(&o.ns, "PYMERuleNodeServer").unwrap();
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(old as i32),
             nix::sys::signal::Signal::SIGKILL,
@@ -561,15 +603,59 @@ fn pyme_cluster_of_one_installs_runs_restarts_and_stops_clean() {
         });
         wait("the new rule server's queues", STEP_LIMIT, &log, queues);
         wait("the node server polling again", STEP_LIMIT, &log, polling);
+        let answering = killed.elapsed();
+        // `Polling: true` is what PYME's node server reports from its start, whether or not it
+        // reaches a rule server, and the rule server logs no requests. The proof that the node
+        // server polls the new rule server is a task round trip through it: a rule posted to the
+        // new rule server (it lives only in that process's memory) gets its task handed in only
+        // when the node server has fetched `/task_advertisements`, won the task with
+        // `/bid_on_tasks`, run it on a worker and posted `/handin`, all to the new rule server.
+        let rule = format!("provision-test-{new}");
+        let (code, body) = post_rule(&rule).unwrap_or_else(|e| panic!("posting {rule}: {e}"));
+        assert_eq!(
+            code,
+            200,
+            "posting {rule}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        let info = wait(
+            "the node server to run the new rule server's task",
+            STEP_LIMIT,
+            &log,
+            || {
+                handed_in(&rule).map_err(|e| {
+                    let text =
+                        std::fs::read_to_string(o.upper("/var/log/provision/pyme-nodeserver.log"))
+                            .unwrap_or_default();
+                    let mut from = text.len().saturating_sub(4000);
+                    while !text.is_char_boundary(from) {
+                        from += 1;
+                    }
+                    format!("{e}\n--- node server log (end)\n{}", &text[from..])
+                })
+            },
+        );
+        assert_eq!(
+            one_pid(&o.ns, "PYMERuleServer").unwrap(),
+            new,
+            "the rule server that took the task back is the new one"
+        );
+        assert_eq!(
+            one_pid(&o.ns, "PYMERuleNodeServer").unwrap(),
+            node,
+            "the node server that ran the task is the one from before the rule server's restart"
+        );
+        println!(
+            "pyme: rule server {old} SIGKILLed, {new} answering after {:.1}s; a task posted to it \
+             run by the node server and handed in after {:.1}s: {info}",
+            answering.as_secs_f64(),
+            killed.elapsed().as_secs_f64()
+        );
         wait(
             "the data server still round trips",
             STEP_LIMIT,
             &log,
             || put_and_get("again.txt"),
-        );
-        println!(
-            "pyme: rule server {old} SIGKILLed, {new} answering and the node server polling after {:.1}s",
-            killed.elapsed().as_secs_f64()
         );
         // The node server's task workers (`/bin/sh -c python -m PYME.cluster.taskWorkerHTTP` and
         // its python), which must go with it at the end.
