@@ -202,22 +202,8 @@ impl Agent {
 
     /// Live processes carrying this root's marker.
     fn marked(&self) -> Vec<i32> {
-        marked(&self.marker)
+        common::marked(&self.marker)
     }
-}
-
-fn marked(marker: &str) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| {
-            let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
-            let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let state = stat[stat.rfind(')')? + 2..].chars().next()?;
-            (state != 'Z' && env.split(|&b| b == 0).any(|kv| kv == marker.as_bytes()))
-                .then_some(pid)
-        })
-        .collect()
 }
 
 impl Drop for Agent {
@@ -578,7 +564,7 @@ impl Drop for Detached {
         }
         for _ in 0..2 {
             std::thread::sleep(Duration::from_millis(100));
-            for pid in marked(&self.marker) {
+            for pid in common::marked(&self.marker) {
                 let _ = Command::new("kill")
                     .args(["-9", &format!("-{pid}")])
                     .status();
@@ -662,7 +648,7 @@ fn apply_start_agent_starts_a_detached_agent_whose_services_come_up() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(pids.iter().all(|&p| !alive(p)), "{pids:?} still alive");
-    assert_eq!(marked(&agent.marker), Vec::<i32>::new());
+    assert_eq!(common::marked(&agent.marker), Vec::<i32>::new());
     let stops: Vec<String> = kinds(&s.events())
         .into_iter()
         .filter(|k| k.starts_with("stop"))
@@ -762,7 +748,7 @@ fn leftovers_seen_from_another_root_are_not_this_agents() {
             .is_ok_and(|r| r != std::path::Path::new("/"))
     };
     loop {
-        let m = marked(&marker);
+        let m = common::marked(&marker);
         if m.len() == 2 && m.iter().filter(|&&p| chrooted(p)).count() == 1 {
             break;
         }
@@ -797,7 +783,7 @@ fn leftovers_seen_from_another_root_are_not_this_agents() {
     );
     agent.signal("TERM");
     assert_eq!(agent.wait_exit().code(), Some(0));
-    for pid in marked(&marker) {
+    for pid in common::marked(&marker) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGKILL,

@@ -120,7 +120,7 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        for pid in marked(&self.marker) {
+        for pid in common::marked(&self.marker) {
             let _ = nix::sys::signal::killpg(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
@@ -132,21 +132,6 @@ impl Drop for Agent {
         }
         common::reap_adopted();
     }
-}
-
-/// Live processes whose environment carries `marker`.
-fn marked(marker: &str) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| {
-            let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
-            let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let state = stat[stat.rfind(')')? + 2..].chars().next()?;
-            (state != 'Z' && env.split(|&b| b == 0).any(|kv| kv == marker.as_bytes()))
-                .then_some(pid)
-        })
-        .collect()
 }
 
 /// One GET; (status code, body).

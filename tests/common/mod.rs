@@ -538,3 +538,18 @@ impl Drop for RunningAgent {
         }
     }
 }
+
+/// Live processes whose environment carries `marker` (e.g. `PROVISION_AGENT_ROOT=<root>`, which
+/// every service of an agent for that root inherits).
+pub fn marked(marker: &str) -> Vec<i32> {
+    process_table()
+        .into_iter()
+        .filter(|&(_, state, ..)| state != 'Z')
+        .filter_map(|(pid, ..)| {
+            let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+            env.split(|&b| b == 0)
+                .any(|kv| kv == marker.as_bytes())
+                .then_some(pid)
+        })
+        .collect()
+}
