@@ -445,8 +445,10 @@ fn dependents_start_when_their_dependency_is_ready_not_when_it_is_spawned() {
     let rule_spawned = spawned_at(&sup, "rule")[0];
     let node_spawned = spawned_at(&sup, "node")[0];
     assert!(node_spawned >= rule_ready);
+    // The rule's own half second of start-up lies between: its Spawned event is stamped just
+    // after the fork, so a slow parent can stamp it a little after the child began to sleep.
     let gap = node_spawned - rule_spawned;
-    assert!(gap >= Duration::from_millis(500), "{gap:?}");
+    assert!(gap >= Duration::from_millis(400), "{gap:?}");
     eprintln!(
         "rule spawned→ready {:?}, ready→node spawned {:?}",
         rule_ready - rule_spawned,

@@ -574,13 +574,14 @@ impl Loop {
     }
 
     fn event(&mut self, i: usize, kind: EventKind) {
+        self.event_at(i, kind, Instant::now());
+    }
+
+    /// An event that happened at `at` (before now).
+    fn event_at(&mut self, i: usize, kind: EventKind, at: Instant) {
         let service = self.slots[i].name().to_string();
         tracing::info!(service = %service, event = ?kind, "supervisor");
-        self.pending.push(Event {
-            service,
-            kind,
-            at: Instant::now(),
-        });
+        self.pending.push(Event { service, kind, at });
     }
 
     fn tick(&mut self, now: Instant) {
@@ -625,8 +626,8 @@ impl Loop {
                 (true, Some(Err(why))) => {
                     run.live_failures += 1;
                     if run.live_failures >= slot.spec.liveness_failures.max(1) {
-                        self.begin_stop(i, now);
-                        self.event(i, EventKind::Hung(why));
+                        let sent = self.begin_stop(i);
+                        self.event_at(i, EventKind::Hung(why), sent);
                         return;
                     }
                 }
@@ -636,8 +637,8 @@ impl Loop {
         }
         if !run.ready && now.duration_since(run.process.started()) >= slot.spec.ready_timeout {
             let why = format!("not ready within {:?}", slot.spec.ready_timeout);
-            self.begin_stop(i, now);
-            self.event(i, EventKind::NotReady(why));
+            let sent = self.begin_stop(i);
+            self.event_at(i, EventKind::NotReady(why), sent);
             return;
         }
         let probe = if run.ready {
@@ -660,15 +661,21 @@ impl Loop {
 
     /// Starts stopping service `i` as its stop config says: the signal now, SIGKILL to the group
     /// once the grace period is over (or as soon as the group has left). The loop goes on with
-    /// the other services meanwhile; the end counts as an exit, restarted per policy.
-    fn begin_stop(&mut self, i: usize, now: Instant) {
+    /// the other services meanwhile; the end counts as an exit, restarted per policy. Returns
+    /// when the grace period began (the stop signal went out), which the event that says why
+    /// carries, so that "SIGKILL no sooner than the grace after" holds for the events too.
+    fn begin_stop(&mut self, i: usize) -> Instant {
         let slot = &mut self.slots[i];
-        let Some(run) = slot.run.as_mut() else { return };
+        let sent = Instant::now();
+        let Some(run) = slot.run.as_mut() else {
+            return sent;
+        };
         let stop = slot.spec.process.stop;
         run.process.signal_stop(&stop);
-        run.kill_at = Some(now + stop.grace);
+        run.kill_at = Some(sent + stop.grace);
         let pid = run.process.pid();
         slot.set(State::Stopping { pid });
+        sent
     }
 
     /// A run ended; `stopped` says the supervisor stopped it (hung, or not ready in time).
