@@ -27,8 +27,9 @@ def term(*_):
 signal.signal(signal.SIGTERM, term)
 say("start")
 time.sleep(delay)
-srv = http.server.HTTPServer(("127.0.0.1", port), http.server.SimpleHTTPRequestHandler)
+# Said before the bind, so it is in the log before any probe can see the port.
 say("listen")
+srv = http.server.HTTPServer(("127.0.0.1", port), http.server.SimpleHTTPRequestHandler)
 srv.serve_forever()
 "#;
 
@@ -386,6 +387,17 @@ fn a_changed_config_file_restarts_only_its_service_and_a_broken_manifest_changes
 /// The manifest of [`Setup::manifest`] under another file name, with an optional third service
 /// `c` (no dependencies) on its own port.
 fn manifest_as(s: &Setup, name: &str, config: &str, with_c: Option<u16>) -> std::path::PathBuf {
+    manifest_c_after(s, name, config, with_c, "directory:/srv/run")
+}
+
+/// As [`manifest_as`], with `c` after `c_after`.
+fn manifest_c_after(
+    s: &Setup,
+    name: &str,
+    config: &str,
+    with_c: Option<u16>,
+    c_after: &str,
+) -> std::path::PathBuf {
     let extra = with_c.map_or_else(String::new, |port| {
         let script = s.sb.path("/opt/server.py").display().to_string();
         format!(
@@ -394,7 +406,7 @@ fn manifest_as(s: &Setup, name: &str, config: &str, with_c: Option<u16>) -> std:
       name: c
       command: [python3, {script}, "{port}", c, {}, "0"]
       user: svc
-      after: [directory:/srv/run]
+      after: [{c_after}]
       readiness: {{tcp: "127.0.0.1:{port}", interval: 50ms}}
       stop: {{grace: 5s}}"#,
             s.events_path()
@@ -465,10 +477,32 @@ fn apply_hands_a_changed_manifest_to_the_running_agent_and_its_services_follow()
     );
     assert!(run.stdout.contains("generation 2"), "{}", run.stdout);
     assert!(!run.stdout.contains("service:b"), "{}", run.stdout);
-    s.wait_for("a listening again and c listening", |e| {
-        e.iter().filter(|l| l.starts_with("listen a")).count() == 2
-            && e.iter().any(|l| l.starts_with("listen c"))
-    });
+    // The agent answered once a (1 s before it listens) and c were ready again: by the time
+    // apply returns they listen, and apply says so.
+    let events = s.events();
+    assert_eq!(
+        events.iter().filter(|l| l.starts_with("listen a")).count(),
+        2,
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|l| l.starts_with("listen c")),
+        "{events:?}"
+    );
+    for (line, svc) in [
+        ("started service:c, now ready (pid ", "c"),
+        (
+            "restarted service:a: file:/etc/a.conf changed, now ready (pid ",
+            "a",
+        ),
+    ] {
+        let pid = s.pid_of(svc)[0];
+        assert!(
+            run.stdout.contains(&format!("{line}{pid})")),
+            "{}",
+            run.stdout
+        );
+    }
     assert_eq!(s.sb.read("/etc/a.conf"), "v2\n");
     assert!(!alive(a1), "the old a is still running");
     assert!(alive(b1), "b restarted too; log:\n{}", agent.log());
@@ -488,6 +522,7 @@ fn apply_hands_a_changed_manifest_to_the_running_agent_and_its_services_follow()
         "{json}"
     );
     assert_eq!(json["changed"], 0, "{json}");
+    assert_eq!(json["service_states"], serde_json::json!([]), "{json}");
     assert!(
         s.events().iter().any(|l| l == &format!("stop c {c1}")),
         "{:?}",
@@ -514,6 +549,63 @@ fn apply_hands_a_changed_manifest_to_the_running_agent_and_its_services_follow()
 }
 
 #[test]
+fn a_kept_service_whose_after_changed_restarts_alone_and_stops_in_the_new_order() {
+    if !common::have_root("a_kept_service_whose_after_changed_restarts_alone") {
+        return;
+    }
+    let s = Setup::new();
+    let port_c = free_port();
+    let v1 = manifest_as(&s, "v1.yaml", "v1", Some(port_c));
+    let mut agent = s.agent(&v1);
+    s.wait_for("b and c listening", |e| {
+        e.iter().any(|l| l.starts_with("listen b")) && e.iter().any(|l| l.starts_with("listen c"))
+    });
+    let (a1, b1, c1) = (s.pid_of("a")[0], s.pid_of("b")[0], s.pid_of("c")[0]);
+
+    // c is now after b: only c restarts, and the answer comes once it is ready again.
+    let v2 = manifest_c_after(&s, "v2.yaml", "v1", Some(port_c), "service:b");
+    let run = apply(&s, &v2, &[]);
+    run.expect(0);
+    let c2 = s.pid_of("c")[0];
+    assert_ne!(c1, c2);
+    assert!(
+        run.stdout.contains(&format!(
+            "restarted service:c: what it is after changed, now ready (pid {c2})"
+        )),
+        "{}",
+        run.stdout
+    );
+    assert!(!alive(c1));
+    assert_eq!(
+        (s.pid_of("a"), s.pid_of("b")),
+        (vec![a1], vec![b1]),
+        "a or b restarted"
+    );
+    assert!(alive(a1) && alive(b1), "log:\n{}", agent.log());
+
+    // SIGTERM stops in reverse dependency order of the new manifest: c (after b) first.
+    agent.signal("TERM");
+    assert_eq!(agent.wait_exit().code(), Some(0));
+    let stops: Vec<String> = s
+        .events()
+        .into_iter()
+        .filter(|l| l.starts_with("stop "))
+        .collect();
+    assert_eq!(
+        stops,
+        [
+            format!("stop c {c1}"),
+            format!("stop c {c2}"),
+            format!("stop b {b1}"),
+            format!("stop a {a1}")
+        ],
+        "log:\n{}",
+        agent.log()
+    );
+    assert_eq!(agent.marked(), Vec::<i32>::new());
+}
+
+#[test]
 fn apply_with_a_broken_manifest_sends_nothing_to_the_agent() {
     if !common::have_root("apply_with_a_broken_manifest_sends_nothing_to_the_agent") {
         return;
@@ -528,6 +620,16 @@ fn apply_with_a_broken_manifest_sends_nothing_to_the_agent() {
     let bad =
         s.sb.manifest("bad.yaml", "nodes:\n  - name: n1\n    address: nope\n");
     let result = s.sb.path("/var/lib/provision/apply.result");
+    // The start's answer, written once a and b are ready.
+    let deadline = Instant::now() + LIMIT;
+    while !result.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no start answer; log:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let before = std::fs::read_to_string(&result).unwrap();
     let run = apply(&s, &bad, &[]);
     run.expect(1);

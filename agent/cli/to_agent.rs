@@ -186,14 +186,37 @@ pub fn print(out: &mut impl Write, outcome: &Outcome, started: Option<(u32, &Pat
         };
     }
     let s = &outcome.services;
+    // Where a service that started or restarted stood when the agent answered.
+    let now = |name: &str| {
+        outcome
+            .service_states
+            .iter()
+            .find(|s| s.name == name)
+            .map_or_else(String::new, |s| format!(", now {}", s.state))
+    };
     for name in &s.started {
-        let _ = writeln!(out, "{} service:{name}", paint(Paint::Changed, "started"));
+        let _ = writeln!(
+            out,
+            "{} service:{name}{}",
+            paint(Paint::Changed, "started"),
+            now(name)
+        );
     }
     for (name, why) in &s.restarted {
         let _ = writeln!(
             out,
-            "{} service:{name}: {why}",
-            paint(Paint::Changed, "restarted")
+            "{} service:{name}: {why}{}",
+            paint(Paint::Changed, "restarted"),
+            now(name)
+        );
+    }
+    for st in outcome.service_states.iter().filter(|s| s.failed) {
+        let _ = writeln!(
+            out,
+            "{} service:{}: {}",
+            paint(Paint::Error, "failed"),
+            st.name,
+            st.state
         );
     }
     for name in &s.stopped {
@@ -276,6 +299,7 @@ mod tests {
             skipped: 0,
             resources: Vec::new(),
             services,
+            service_states: Vec::new(),
         }
     }
 

@@ -78,6 +78,22 @@ pub struct Outcome {
     /// The resources that changed, failed or were skipped.
     pub resources: Vec<ResourceLine>,
     pub services: ServiceChanges,
+    /// Where each service that started or restarted stood when the agent answered: the agent
+    /// answers once they have settled (ready, failing, exited, waiting on another node), or at
+    /// the latest after their longest ready timeout plus 10 s (at least 1, at most 9 minutes).
+    #[serde(default)]
+    pub service_states: Vec<ServiceState>,
+}
+
+/// A service's state in an answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceState {
+    pub name: String,
+    /// As `provision status` shows it, e.g. `ready (pid 4242)`.
+    pub state: String,
+    /// It is failing (the breaker tripped, a wait gave up) or exited with an error: the
+    /// answer's `ok` is false.
+    pub failed: bool,
 }
 
 impl Outcome {
@@ -116,6 +132,7 @@ impl Outcome {
             skipped: s.skipped,
             resources,
             services,
+            service_states: Vec::new(),
         }
     }
 
@@ -136,6 +153,7 @@ impl Outcome {
             skipped: 0,
             resources: Vec::new(),
             services: ServiceChanges::default(),
+            service_states: Vec::new(),
         }
     }
 }

@@ -12,12 +12,14 @@
 //! start, removed ones stop, a changed one or one after a changed resource restarts, the others
 //! keep running), and writes what it did, with a generation number, for apply to print.
 
+mod answer;
 mod drift;
 pub mod handoff;
 mod hooks;
 mod notify;
 mod orphans;
 pub mod status;
+pub mod trim;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -151,7 +153,9 @@ pub fn run(config: &Config) -> Result<(), Error> {
         notifier: notify::Notifier::from_env(),
         generation: 1,
         wake: services_changed,
+        held: None,
     };
+    let asked = std::time::SystemTime::now();
     let report = agent.reconcile();
     agent.observed(status::Cause::Start, &report);
     let errors = agent.start_services(&report).err().into_iter().collect();
@@ -164,31 +168,50 @@ pub fn run(config: &Config) -> Result<(), Error> {
             .collect(),
         ..ServiceChanges::default()
     };
-    agent.answer(None, handoff::Outcome::reconciled(&report, started, errors));
+    agent.hold(
+        None,
+        handoff::Outcome::reconciled(&report, started, errors),
+        asked,
+    );
     let mut next = Instant::now() + config.interval;
+    let mut worked = true;
     loop {
         agent.record();
         agent.tick();
+        agent.settle(false);
+        if std::mem::take(&mut worked) {
+            // What a reconcile ran once need not stay resident while the agent sleeps.
+            let kb = trim::release_code_pages();
+            tracing::debug!(kb, "handed back the code pages of the reconcile");
+        }
         // Asleep until a signal, drift, a service's change, the watchdog or the next periodic
         // reconcile: an idle agent does not poll.
         let mut wait = next.saturating_duration_since(Instant::now());
         if let Some(due) = agent.notifier.next_due() {
             wait = wait.min(due);
         }
+        if let Some(until) = agent.held_until() {
+            wait = wait.min(until.saturating_duration_since(Instant::now()));
+        }
         match rx.recv_timeout(wait) {
             Ok(Wake::Services) => {}
             Ok(Wake::Signal(Signal::SIGHUP)) => {
                 let request = handoff::take_request(&agent.host);
                 let id = request.as_ref().map(|r| r.id.clone());
+                agent.settle(true);
+                let asked = std::time::SystemTime::now();
                 let outcome = agent.reload(&facts, request);
-                agent.answer(id, outcome);
+                agent.hold(id, outcome, asked);
+                worked = true;
             }
             Ok(Wake::Drift(ids)) => {
                 let report = agent.reconcile();
                 agent.observed(status::Cause::Drift(ids), &report);
                 agent.restart_dependents(&report, &[]);
+                worked = true;
             }
             Ok(Wake::Signal(sig)) => {
+                agent.settle(true);
                 agent.notifier.send("STOPPING=1");
                 tracing::info!(signal = %sig, "stopping every service in reverse dependency order");
                 agent.stop();
@@ -201,6 +224,7 @@ pub fn run(config: &Config) -> Result<(), Error> {
                 agent.observed(status::Cause::Periodic, &report);
                 agent.restart_dependents(&report, &[]);
                 next = Instant::now() + config.interval;
+                worked = true;
             }
             Err(_) => {}
         }
@@ -257,6 +281,8 @@ struct Agent {
     generation: u64,
     /// The supervisor wakes the loop through this when a service's state changes.
     wake: mpsc::Sender<Wake>,
+    /// The last answer, held until its services settle.
+    held: Option<answer::Held>,
 }
 
 impl Agent {
@@ -437,40 +463,18 @@ impl Agent {
 
     /// Brings the supervised services in line with the reloaded manifest: removed ones stop (their
     /// dependents first), new ones start once what they are after is ready, a changed one
-    /// restarts with its new spec, one after a changed resource restarts; the rest keep running.
-    /// A kept service whose `after:` changed needs a new start order: then every service restarts.
+    /// restarts with its new spec (a changed `after:` too: only it restarts, the others keep
+    /// running), one after a changed resource restarts; the rest keep running.
     fn follow(&mut self, report: &Report) -> (ServiceChanges, Vec<String>) {
         let new = self.startable(report);
         let names = |set: &[(ServiceSpec, Vec<String>)]| -> Vec<String> {
             set.iter().map(|(s, _)| s.process.name.clone()).collect()
         };
-        let reordered = new.iter().any(|(n, _)| {
-            self.running
-                .iter()
-                .any(|(o, _)| o.process.name == n.process.name && o.after != n.after)
-        });
-        if self.supervisor.is_none() || reordered {
-            tracing::info!("the services' order changed: restarting all services");
-            let stopped = names(&self.running);
-            self.stop();
+        if self.supervisor.is_none() {
             let errors = self.start_services(report).err().into_iter().collect();
-            let started = names(&self.running);
             let changes = ServiceChanges {
-                restarted: started
-                    .iter()
-                    .filter(|n| stopped.contains(n))
-                    .map(|n| (n.clone(), "the services' order changed".to_owned()))
-                    .collect(),
-                started: started
-                    .iter()
-                    .filter(|n| !stopped.contains(n))
-                    .cloned()
-                    .collect(),
-                stopped: stopped
-                    .iter()
-                    .filter(|n| !started.contains(n))
-                    .cloned()
-                    .collect(),
+                started: names(&self.running),
+                ..ServiceChanges::default()
             };
             return (changes, errors);
         }
@@ -519,12 +523,17 @@ impl Agent {
                 .running
                 .iter()
                 .find(|(o, _)| o.process.name == spec.process.name);
-            if old.is_some_and(|(o, _)| o != spec) {
-                tracing::info!(service = %spec.process.name, "restarting: its spec changed");
-                sup.restart(&spec.process.name, Some(spec.clone()), "its spec changed");
+            if let Some((o, _)) = old.filter(|(o, _)| o != spec) {
+                let why = if o.after != spec.after && o.process == spec.process {
+                    "what it is after changed"
+                } else {
+                    "its spec changed"
+                };
+                tracing::info!(service = %spec.process.name, "restarting: {why}");
+                sup.restart(&spec.process.name, Some(spec.clone()), why);
                 changes
                     .restarted
-                    .push((spec.process.name.clone(), "its spec changed".to_owned()));
+                    .push((spec.process.name.clone(), why.to_owned()));
             }
         }
         self.running = new;

@@ -154,7 +154,7 @@ pub enum ConfigError {
 /// What the supervisor's loop is asked to do.
 enum Command {
     Stop,
-    /// Stop the service and start it again (with a new spec if given, same name and `after:`).
+    /// Stop the service and start it again (with a new spec if given: same name).
     Restart {
         name: String,
         spec: Option<Box<ServiceSpec>>,
@@ -233,9 +233,9 @@ impl Supervisor {
 
     /// Stops service `name` (signal, grace, SIGKILL to its group) and starts it again once what
     /// it is after is ready; only it: its dependents keep running. With `spec`, the new run uses
-    /// it (it must have the same name and `after:`: a different dependency set needs a new
-    /// supervisor).
-    /// `why` goes into the event. Unknown names are ignored.
+    /// it: same name, and its `after:` may differ (names here, no cycle: the manifest check
+    /// rules cycles out); the services are put back in start order, so a later stop still goes
+    /// in reverse dependency order. `why` goes into the event. Unknown names are ignored.
     pub fn restart(&self, name: &str, spec: Option<ServiceSpec>, why: &str) {
         let _ = self.commands.send(Command::Restart {
             name: name.to_string(),
@@ -548,15 +548,54 @@ impl Loop {
         if let Some(mut run) = slot.run.take() {
             slot.last_exit = Some(run.process.stop(&slot.spec.process.stop));
         }
+        let mut reordered = false;
         if let Some(spec) = spec {
             slot.backoff = Backoff::new(spec.backoff.clone(), slot.spawns.into());
+            reordered = slot.spec.after != spec.after;
             slot.spec = *spec;
         }
         slot.backoff.reset();
         slot.wait = None;
         let on = slot.spec.after.first().cloned().unwrap_or_default();
         slot.set(State::Waiting { on });
+        if reordered {
+            self.reorder();
+        }
         self.publish();
+    }
+
+    /// Puts the slots back in start order (dependencies first, otherwise as they were) after a
+    /// service's `after:` changed. Names that are not here do not hold anything back. A cycle
+    /// leaves the order as it was and says so.
+    fn reorder(&mut self) {
+        let names: Vec<String> = self.slots.iter().map(|s| s.name().to_string()).collect();
+        let mut done = vec![false; names.len()];
+        let mut order = Vec::with_capacity(names.len());
+        while order.len() < names.len() {
+            let next = (0..names.len()).find(|&i| {
+                !done[i]
+                    && self.slots[i]
+                        .spec
+                        .after
+                        .iter()
+                        .all(|a| names.iter().position(|n| n == a).is_none_or(|j| done[j]))
+            });
+            let Some(i) = next else {
+                let stuck: Vec<&str> = (0..names.len())
+                    .filter(|&i| !done[i])
+                    .map(|i| names[i].as_str())
+                    .collect();
+                tracing::error!(services = ?stuck, "services wait for each other in a cycle; start order kept");
+                return;
+            };
+            done[i] = true;
+            order.push(i);
+        }
+        let mut slots: Vec<Option<Slot>> = std::mem::take(&mut self.slots)
+            .into_iter()
+            .map(Some)
+            .collect();
+        self.slots = order.into_iter().filter_map(|i| slots[i].take()).collect();
     }
 
     fn publish(&mut self) {
