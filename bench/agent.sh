@@ -74,7 +74,7 @@ print("drift repairs reported:", status()["drift"]["repairs_total"])
 
 print("== idle RSS (2 services running), after 5 s quiet")
 time.sleep(5)
-rss = [l for l in open(f"/proc/{agent}/status") if l.startswith(("VmRSS", "VmHWM"))]
+rss = [l for l in open(f"/proc/{agent}/status") if l.startswith(("VmRSS", "VmHWM", "RssAnon", "RssFile"))]
 print(" ".join(l.split(":")[0] + " " + " ".join(l.split()[1:]) for l in rss))
 t0 = os.times()
 stat = lambda: [int(x) for x in open(f"/proc/{agent}/stat").read().rsplit(")", 1)[1].split()[11:13]]
