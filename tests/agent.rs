@@ -185,6 +185,20 @@ impl Agent {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits up to [`LIMIT`] for `done`; on timeout, fails with `what` and the agent's log.
+    #[track_caller]
+    fn wait_until(&self, what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + LIMIT;
+        while !done() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     #[track_caller]
     fn wait_exit(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + LIMIT;
@@ -360,11 +374,9 @@ fn a_changed_config_file_restarts_only_its_service_and_a_broken_manifest_changes
     // A broken manifest: logged with its location, nothing restarted, the config file kept.
     std::fs::write(&m, "nodes:\n  - name: n1\n    address: nope\n").unwrap();
     agent.signal("HUP");
-    let deadline = Instant::now() + LIMIT;
-    while !agent.log().contains("keeping the running one") {
-        assert!(Instant::now() < deadline, "log:\n{}", agent.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    agent.wait_until("the refusal", || {
+        agent.log().contains("keeping the running one")
+    });
     assert!(agent.log().contains("m.yaml:3:14"), "{}", agent.log());
     assert!(alive(a1) && alive(b1));
     assert_eq!(s.sb.read("/etc/a.conf"), "v1\n");
@@ -529,15 +541,7 @@ fn apply_hands_a_changed_manifest_to_the_running_agent_and_its_services_follow()
         s.events()
     );
     // The answer comes once the supervisor was told; c's exit follows within its grace.
-    let deadline = Instant::now() + LIMIT;
-    while alive(c1) {
-        assert!(
-            Instant::now() < deadline,
-            "c did not stop; log:\n{}",
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    agent.wait_until("c to stop", || !alive(c1));
     assert!(alive(a2) && alive(b1), "log:\n{}", agent.log());
     assert!(
         !s.sb.path("/var/lib/provision/apply.request").exists(),
@@ -621,15 +625,7 @@ fn apply_with_a_broken_manifest_sends_nothing_to_the_agent() {
         s.sb.manifest("bad.yaml", "nodes:\n  - name: n1\n    address: nope\n");
     let result = s.sb.path("/var/lib/provision/apply.result");
     // The start's answer, written once a and b are ready.
-    let deadline = Instant::now() + LIMIT;
-    while !result.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "no start answer; log:\n{}",
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    agent.wait_until("the start answer", || result.exists());
     let before = std::fs::read_to_string(&result).unwrap();
     let run = apply(&s, &bad, &[]);
     run.expect(1);

@@ -75,8 +75,9 @@ fn states(services: &[String], status: &[ServiceStatus]) -> (Vec<ServiceState>, 
 impl Agent {
     /// Holds `outcome` (for request `id`) until the services it started or restarted settle;
     /// `asked`: taken before the supervisor was told to start or restart them.
+    /// An answer already held must have been written first ([`Agent::settle`] with `now`).
     pub(super) fn hold(&mut self, id: Option<String>, mut outcome: Outcome, asked: SystemTime) {
-        self.settle(true);
+        debug_assert!(self.held.is_none(), "an earlier answer is still held");
         outcome.id = id;
         let services: Vec<String> = outcome
             .services
