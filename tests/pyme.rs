@@ -1341,12 +1341,15 @@ fn pyme_worker_waits_for_the_masters_rule_server_then_polls_it() {
 
         // The worker's node server polls the master's rule server for real: with the master's own
         // node server stopped (SIGSTOP), a task posted to the master's rule server is fetched,
-        // bid on, run and handed in by the worker's.
+        // bid on, run and handed in by the worker's. The master's agent is stopped for that
+        // while too, so that its liveness check cannot replace the stopped node server.
         let master_node = one_pid(&master.ns, LAUNCHER).unwrap();
-        let signal = |sig| {
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(master_node as i32), sig).unwrap();
+        let master_agent = master.pid_of(&format!("{bin} agent")).unwrap();
+        let signal = |pid: u32, sig| {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
         };
-        signal(nix::sys::signal::Signal::SIGSTOP);
+        signal(master_agent, nix::sys::signal::Signal::SIGSTOP);
+        signal(master_node, nix::sys::signal::Signal::SIGSTOP);
         let on_master =
             |m: &str, port: u16, path: &str, body: &[u8]| master.request(m, port, path, body);
         let rule = format!("provision-two-nodes-{master_node}");
@@ -1372,7 +1375,11 @@ fn pyme_worker_waits_for_the_masters_rule_server_then_polls_it() {
             "the master's node server stayed stopped while the task ran: {stat}"
         );
         assert_eq!(one_pid(&master.ns, LAUNCHER).unwrap(), master_node);
-        signal(nix::sys::signal::Signal::SIGCONT);
+        signal(master_node, nix::sys::signal::Signal::SIGCONT);
+        // nsenter, the agent's parent, stopped itself when the agent stopped (util-linux does),
+        // and would never reap it: it goes on too.
+        signal(magent.id(), nix::sys::signal::Signal::SIGCONT);
+        signal(master_agent, nix::sys::signal::Signal::SIGCONT);
         println!(
             "pyme two nodes: with the master's node server stopped, a task posted to the master's rule server was run by the worker and handed in after {:.1}s: {info}",
             round_trip.as_secs_f64()
