@@ -55,7 +55,12 @@ def main():
     args = argparse.ArgumentParser(add_help=False)
     args.add_argument("-a", "--advertisements", default="zeroconf")
     if args.parse_known_args()[0].advertisements == "zeroconf":
-        seconds = float(os.environ.get("PYME_NODESERVER_DISCOVERY_SECONDS", "20"))
+        raw = os.environ.get("PYME_NODESERVER_DISCOVERY_SECONDS", "20")
+        try:
+            seconds = float(raw)
+        except ValueError:
+            sys.exit(f"pyme-nodeserver: PYME_NODESERVER_DISCOVERY_SECONDS must be a number of "
+                     f"seconds, not {raw!r}")
         if not wait_for_a_rule_server(seconds):
             print(f"pyme-nodeserver: no rule server advertised within {seconds:g} s",
                   file=sys.stderr, flush=True)
