@@ -229,36 +229,9 @@ impl Overlays {
 
     /// Runs `provision ARGS` in the namespace, killed after `limit`: exit code, stdout, stderr.
     fn provision(&self, args: &[&str], limit: Duration) -> (i32, String, String) {
-        let child = self
-            .command(env!("CARGO_BIN_EXE_provision"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait_with_output());
-        });
-        match rx.recv_timeout(limit) {
-            Ok(out) => {
-                let out = out.unwrap();
-                (
-                    out.status.code().unwrap_or(-1),
-                    String::from_utf8_lossy(&out.stdout).into_owned(),
-                    String::from_utf8_lossy(&out.stderr).into_owned(),
-                )
-            }
-            Err(_) => {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-                panic!("provision {args:?} ran past {limit:?} and was killed");
-            }
-        }
+        let mut cmd = self.command(env!("CARGO_BIN_EXE_provision"));
+        cmd.args(args);
+        run_limited(cmd, &format!("provision {args:?}"), limit)
     }
 }
 
