@@ -11,6 +11,7 @@ pub mod engine;
 pub mod facts;
 pub mod gpu;
 pub mod host;
+pub mod http;
 pub mod manifest;
 pub mod resources;
 pub mod secret;

@@ -5,8 +5,8 @@
 //! (`/var/lib/provision/status.addr`), else the default `127.0.0.1:9779`. Exit 0 when the agent
 //! answered, 3 when no agent answers there.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::io::Write;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -108,41 +108,32 @@ pub fn run(args: &StatusArgs) -> Result<u8, StatusError> {
     Ok(0)
 }
 
-/// One HTTP/1.1 GET, read to the end (the agent closes the connection).
+/// The largest status document read.
+const MAX_STATUS: u64 = 16 << 20;
+
+/// One GET of the agent's status API; the body of a 200 answer.
 pub fn get(addr: &str, path: &str, token: Option<&str>) -> Result<String, StatusError> {
-    let unreachable = |reason: String| StatusError::Unreachable {
+    let mut req = crate::http::Get::new(
+        format!("http://{addr}{path}"),
+        Duration::from_secs(5),
+        MAX_STATUS,
+    );
+    req.cut_body = false;
+    if let Some(t) = token {
+        req.headers.push(("authorization", format!("Bearer {t}")));
+    }
+    let answer = crate::http::get(req).map_err(|e| StatusError::Unreachable {
         addr: addr.to_owned(),
-        reason,
-    };
-    let sock = addr
-        .to_socket_addrs()
-        .map_err(|e| unreachable(e.to_string()))?
-        .next()
-        .ok_or_else(|| unreachable("the name resolves to no address".into()))?;
-    let mut stream = TcpStream::connect_timeout(&sock, Duration::from_secs(2))
-        .map_err(|e| unreachable(e.to_string()))?;
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .map_err(|e| unreachable(e.to_string()))?;
-    let mut answer = String::new();
-    stream
-        .read_to_string(&mut answer)
-        .map_err(|e| unreachable(e.to_string()))?;
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    let status = head.lines().next().unwrap_or("");
-    if status.split_whitespace().nth(1) != Some("200") {
+        reason: e.to_string(),
+    })?;
+    let body = String::from_utf8_lossy(&answer.body).into_owned();
+    if answer.status != 200 {
         return Err(StatusError::Answer {
             addr: addr.to_owned(),
-            answer: format!("{status}: {}", body.trim()),
+            answer: format!("HTTP {}: {}", answer.status, body.trim()),
         });
     }
-    Ok(body.to_owned())
+    Ok(body)
 }
 
 fn text(v: &Value) -> String {

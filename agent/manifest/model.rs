@@ -848,7 +848,8 @@ pub struct StopSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpProbeSpec {
-    /// An `http://host:port/path` URL (https is not supported yet).
+    /// An `http://host:port/path` or `https://...` URL (certificates checked against the system's
+    /// roots and the agent's `--ca-file`; redirects are not followed).
     pub url: String,
     /// Expected status (default 200).
     #[serde(default)]

@@ -1089,7 +1089,7 @@ impl Validator<'_> {
         }
         if let Some(h) = &p.http {
             let problem = match h.url.split_once("://") {
-                Some(("http", rest)) => {
+                Some(("http" | "https", rest)) => {
                     let authority = rest.split('/').next().unwrap_or("");
                     if authority.is_empty() {
                         Some("has no host".to_owned())
@@ -1102,15 +1102,14 @@ impl Validator<'_> {
                         None
                     }
                 }
-                Some(("https", _)) => Some("https probes are not supported yet".to_owned()),
-                _ => Some("is not an http:// URL".to_owned()),
+                _ => Some("is not an http:// or https:// URL".to_owned()),
             };
             if let Some(problem) = problem {
                 self.error(
                     o,
                     &format!("{at}.http.url"),
                     format!("http probe URL `{}` {problem}", h.url),
-                    "write e.g. http://127.0.0.1:15346/distributor/queues (for https, probe the port with tcp:)",
+                    "write e.g. http://127.0.0.1:15346/distributor/queues or https://node01:8443/health",
                 );
             }
             if let Some(status) = h.status

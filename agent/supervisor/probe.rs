@@ -2,13 +2,11 @@
 //!
 //! A probe is one [`Check`] repeated every `interval`, each attempt bounded by `timeout`. Checks
 //! block the calling thread for at most their timeout; the supervisor runs them on their own
-//! threads. HTTP is spoken directly over a `TcpStream` (HTTP/1.0, `Connection: close`), which is
-//! all a health endpoint such as PYME's `/__status` or `/distributor/queues` needs. It offers
-//! `Accept-Encoding: gzip` like any real client and gunzips the answer: PYME's web framework
-//! writes a `str` to the socket (a server-side TypeError, no answer) unless the client accepts
-//! gzip, so its rule and node servers only answer clients that do.
+//! threads. HTTP and HTTPS go through provision's one client ([`crate::http`]), a fresh
+//! connection each time. It offers `Accept-Encoding: gzip` like any real client and gunzips the
+//! answer: PYME's web framework writes a `str` to the socket (a server-side TypeError, no answer)
+//! unless the client accepts gzip, so its rule and node servers only answer clients that do.
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -136,92 +134,14 @@ fn resolve(addr: &str) -> Result<SocketAddr, String> {
 /// The largest response body read; health endpoints are small.
 const MAX_RESPONSE: u64 = 1 << 20;
 
-/// `GET url` over HTTP/1.0; returns the status and the body.
+/// `GET url` (http or https, no redirects followed); returns the status and the body.
 fn http_get(url: &str, timeout: Duration) -> Result<(u16, String), String> {
-    let deadline = Instant::now() + timeout;
-    let rest = match url.split_once("://") {
-        Some(("http", rest)) => rest,
-        Some(("https", _)) => {
-            return Err(format!(
-                "{url}: https probes are not supported yet; probe the port with `tcp`"
-            ));
-        }
-        _ => return Err(format!("{url}: not an http:// URL")),
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let addr = if authority
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| !p.contains(']'))
-    {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
-    };
-    let io = |e: std::io::Error| format!("GET {url}: {e}");
-    let mut stream = TcpStream::connect_timeout(&resolve(&addr)?, timeout).map_err(io)?;
-    let left = || {
-        deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(1))
-    };
-    stream.set_write_timeout(Some(left())).map_err(io)?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: provision\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(io)?;
-    let mut response = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        if Instant::now() >= deadline {
-            return Err(format!("GET {url}: no complete answer within {timeout:?}"));
-        }
-        stream.set_read_timeout(Some(left())).map_err(io)?;
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                response.extend_from_slice(&buf[..n]);
-                if response.len() as u64 > MAX_RESPONSE {
-                    break;
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io(e)),
-        }
-    }
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(response.len());
-    let head = String::from_utf8_lossy(&response[..split]);
-    let raw_body = response.get(split + 4..).unwrap_or_default();
-    let gzipped = head.lines().any(|l| {
-        l.split_once(':').is_some_and(|(k, v)| {
-            k.trim().eq_ignore_ascii_case("content-encoding")
-                && v.trim().eq_ignore_ascii_case("gzip")
-        })
-    });
-    let body = if gzipped {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw_body)
-            .take(MAX_RESPONSE)
-            .read_to_end(&mut out)
-            .map_err(|e| format!("GET {url}: gzip body: {e}"))?;
-        String::from_utf8_lossy(&out).into_owned()
-    } else {
-        String::from_utf8_lossy(raw_body).into_owned()
-    };
-    let status = head
-        .lines()
-        .next()
-        .filter(|l| l.starts_with("HTTP/"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("GET {url}: not an HTTP response"))?;
-    Ok((status, body))
+    let answer = crate::http::get(crate::http::Get::new(url, timeout, MAX_RESPONSE))
+        .map_err(|e| e.to_string())?;
+    Ok((
+        answer.status,
+        String::from_utf8_lossy(&answer.body).into_owned(),
+    ))
 }
 
 /// Runs `cmd` (in a process group of its own) for at most `timeout`; the whole group is killed
