@@ -331,6 +331,13 @@ fn failed(url: &str, e: &reqwest::Error) -> Error {
             url: url.to_owned(),
             reason,
         }
+    } else if reason.contains("invalid peer certificate") {
+        Error::Connect {
+            url: url.to_owned(),
+            reason: format!(
+                "{reason}\n  hint: if the server's certificate is from a site CA, give that CA with --ca-file"
+            ),
+        }
     } else {
         Error::Connect {
             url: url.to_owned(),

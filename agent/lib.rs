@@ -5,6 +5,7 @@
 //! exit codes). Everything that touches the machine goes through [`host::Host`], which resolves
 //! every managed path under `--root` and writes files atomically.
 
+pub mod bundle;
 pub mod cli;
 pub mod daemon;
 pub mod engine;

@@ -3,6 +3,7 @@
 //! Exit codes (DESIGN.md): 0 success; 1 invalid manifest or usage, nothing touched; 4 some
 //! resources failed. With `--detailed-exitcodes`: 0 no changes, 2 changes, 4 failures, 6 both.
 
+mod bundle;
 mod gpu;
 mod install_agent;
 mod output;
@@ -65,11 +66,84 @@ enum Command {
     Status(status::StatusArgs),
     /// Write the systemd unit that runs `provision agent MANIFEST` at boot, and enable it.
     InstallAgent(install_agent::InstallArgs),
+    /// Make a signed bundle of a manifest and the files it reads, for `agent URL` / `apply URL`
+    /// (`bundle keygen KEY` makes the signing key; `bundle verify` checks a bundle).
+    Bundle(bundle::BundleArgs),
+}
+
+/// How `agent URL` and `apply URL` fetch and check a bundle.
+#[derive(Debug, Args)]
+struct PullArgs {
+    /// The public key bundles must be signed with: KEY.pub from `provision bundle keygen`, or
+    /// `ed25519:<hex>` itself. Required for a URL.
+    #[arg(long, env = "PROVISION_BUNDLE_KEY")]
+    bundle_key: Option<String>,
+    /// A PEM file of CA certificates trusted besides the system's (the bundle server's and
+    /// https probes'), for a site's own CA.
+    #[arg(long, env = "PROVISION_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// How long one fetch of the bundle may take, connect to last byte.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    fetch_timeout: std::time::Duration,
+    /// The largest bundle accepted, in bytes (suffixes K, M, G).
+    #[arg(long, default_value = "64M", value_parser = parse_size)]
+    max_bundle_size: u64,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, ""),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size such as 64M"))?;
+    let shift = match unit {
+        "" => 0,
+        "K" | "k" => 10,
+        "M" => 20,
+        "G" => 30,
+        _ => return Err(format!("{text:?}: the unit is K, M or G")),
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+impl PullArgs {
+    /// The bundle source for `url`, if the manifest argument is one; errors before anything
+    /// is fetched or touched.
+    fn source(&self, manifest: &Path) -> Result<Option<crate::bundle::Source>, UsageError> {
+        let text = manifest.to_string_lossy();
+        if !text.contains("://") {
+            return Ok(None);
+        }
+        crate::bundle::fetch::check_url(&text).map_err(|e| UsageError::Usage(e.to_string()))?;
+        let key = self.bundle_key.as_deref().ok_or_else(|| {
+            UsageError::Usage(format!(
+                "{text}: a bundle URL needs --bundle-key (the KEY.pub of `provision bundle keygen`): without it no signature could be checked"
+            ))
+        })?;
+        let key = crate::bundle::PublicKey::from_arg(key)
+            .map_err(|e| UsageError::Usage(e.to_string()))?;
+        Ok(Some(crate::bundle::Source {
+            url: text.into_owned(),
+            key,
+            timeout: self.fetch_timeout,
+            max_bytes: self.max_bundle_size,
+        }))
+    }
+
+    fn trust(&self) -> Result<(), UsageError> {
+        match &self.ca_file {
+            Some(path) => crate::http::set_ca_file(path).map_err(UsageError::Usage),
+            None => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
 struct AgentArgs {
-    /// The cluster manifest (YAML).
+    /// The cluster manifest (YAML), or the https:// URL of a signed bundle (with --bundle-key).
     manifest: PathBuf,
     /// The node to run as; default: this host's short hostname.
     #[arg(long, env = "PROVISION_NODE")]
@@ -87,11 +161,16 @@ struct AgentArgs {
     /// A file holding the bearer token every status API request must then carry.
     #[arg(long, env = "PROVISION_STATUS_TOKEN_FILE")]
     status_token_file: Option<PathBuf>,
+    /// With a bundle URL: how often to ask the server for a new bundle (±25% jitter).
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    poll_interval: std::time::Duration,
+    #[command(flatten)]
+    pull: PullArgs,
 }
 
 #[derive(Debug, Args)]
 struct ApplyArgs {
-    /// The cluster manifest (YAML).
+    /// The cluster manifest (YAML), or the https:// URL of a signed bundle (with --bundle-key).
     manifest: PathBuf,
     /// The node to reconcile; default: this host's short hostname.
     #[arg(long, env = "PROVISION_NODE")]
@@ -119,6 +198,8 @@ struct ApplyArgs {
     /// --start-agent started), e.g. 30s, 10m.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     agent_timeout: std::time::Duration,
+    #[command(flatten)]
+    pull: PullArgs,
 }
 
 /// Errors that end a command before any resource runs: nothing was touched, exit 1.
@@ -142,6 +223,8 @@ enum UsageError {
     Install(#[from] install_agent::InstallError),
     #[error("{0}")]
     ToAgent(#[from] to_agent::AgentError),
+    #[error("{0}")]
+    Bundle(#[from] bundle::BundleCliError),
     #[error("{0}")]
     Usage(String),
 }
@@ -189,7 +272,11 @@ fn init_tracing(verbose: u8) {
         _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        // rustls-platform-verifier logs each certificate it refuses as an error of its own; the
+        // request's error says the same, with the URL.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!("{level},rustls_platform_verifier=off"))
+        });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -220,17 +307,27 @@ fn run(command: Command) -> Result<u8, UsageError> {
                 });
             }
             let status = status::listen(&args.status_listen, args.status_token_file.as_deref())?;
+            args.pull.trust()?;
+            let pull = args
+                .pull
+                .source(&args.manifest)?
+                .map(|source| crate::daemon::pull::Pull {
+                    source,
+                    interval: args.poll_interval,
+                });
             crate::daemon::run(&crate::daemon::Config {
                 manifest: args.manifest,
                 node: args.node,
                 root: args.root,
                 interval: args.reconcile_interval,
                 status,
+                pull,
             })?;
             Ok(0)
         }
         Command::Status(args) => Ok(status::run(&args)?),
         Command::InstallAgent(args) => Ok(install_agent::run(&args)?),
+        Command::Bundle(args) => Ok(bundle::run(&args)?),
         Command::Facts { json } => {
             let facts = Facts::gather();
             if json {
@@ -333,6 +430,37 @@ fn validate(path: &Path, json: bool) -> Result<u8, UsageError> {
 }
 
 fn apply(args: &ApplyArgs, plan: bool) -> Result<u8, UsageError> {
+    args.pull.trust()?;
+    // A bundle URL: fetched and checked, then applied like a manifest file (from a folder that
+    // outlives this run when it writes, so an agent it hands the manifest to can read it).
+    let _unpacked;
+    let fetched;
+    let args = match args.pull.source(&args.manifest)? {
+        None => args,
+        Some(source) => {
+            let check = args.check || plan;
+            let (path, keep) = fetch_for_apply(&source, &args.root, check)?;
+            _unpacked = keep;
+            fetched = ApplyArgs {
+                manifest: path,
+                node: args.node.clone(),
+                root: args.root.clone(),
+                check: args.check,
+                diff: args.diff,
+                json: args.json,
+                detailed_exitcodes: args.detailed_exitcodes,
+                start_agent: args.start_agent,
+                agent_timeout: args.agent_timeout,
+                pull: PullArgs {
+                    bundle_key: None,
+                    ca_file: None,
+                    fetch_timeout: args.pull.fetch_timeout,
+                    max_bundle_size: args.pull.max_bundle_size,
+                },
+            };
+            &fetched
+        }
+    };
     let manifest = manifest::parse(&args.manifest)?;
     tracing::info!(
         manifest = %args.manifest.display(),
@@ -433,6 +561,53 @@ fn apply(args: &ApplyArgs, plan: bool) -> Result<u8, UsageError> {
         }
     }
     Ok(report.exit_code(args.detailed_exitcodes))
+}
+
+/// Fetches the bundle `source` names for apply: into a temporary folder for check mode (nothing
+/// under the root is written), else into the root's bundle folder (the fetched bundle is not
+/// cached as the last good one: that is the agent's, once its manifest runs).
+fn fetch_for_apply(
+    source: &crate::bundle::Source,
+    root: &Path,
+    check: bool,
+) -> Result<(PathBuf, Option<tempfile::TempDir>), UsageError> {
+    let usage = |e: String| UsageError::Usage(e);
+    let fetched = crate::bundle::fetch::fetch(source, &crate::bundle::Validators::default())
+        .map_err(|e| usage(e.to_string()))?;
+    let crate::bundle::Fetched::New { bundle, .. } = fetched else {
+        return Err(usage(format!(
+            "{}: the server answered 304 to a plain GET",
+            source.url
+        )));
+    };
+    tracing::info!(url = %source.url, hash = %bundle.hash, files = bundle.files.len(), "bundle fetched");
+    if check || !root.is_dir() {
+        let tmp = tempfile::tempdir()
+            .map_err(|e| usage(format!("cannot make a temporary folder: {e}")))?;
+        let path = bundle
+            .unpack(&tmp.path().join("bundle"))
+            .map_err(|e| usage(format!("cannot unpack the bundle: {e}")))?;
+        return Ok((path, Some(tmp)));
+    }
+    let host = Host::new(root)?;
+    let dir = host.resolve(&format!("{}/bundle/applied", crate::host::STATE_DIR))?;
+    let short = bundle
+        .hash
+        .trim_start_matches("sha256:")
+        .get(..16)
+        .unwrap_or("bundle");
+    let target = dir.join(short);
+    if target.exists() {
+        std::fs::remove_dir_all(&target)
+            .map_err(|e| usage(format!("cannot clear {}: {e}", target.display())))?;
+    }
+    let path = bundle.unpack(&target).map_err(|e| {
+        usage(format!(
+            "cannot unpack the bundle into {}: {e}",
+            target.display()
+        ))
+    })?;
+    Ok((path, None))
 }
 
 /// An agent runs for this root: check the manifest here (every error with file:line:column,

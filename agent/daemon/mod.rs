@@ -18,6 +18,7 @@ pub mod handoff;
 mod hooks;
 mod notify;
 mod orphans;
+pub mod pull;
 pub mod status;
 pub mod trim;
 
@@ -58,6 +59,8 @@ pub enum Error {
     Signals(nix::Error),
     #[error("{0}")]
     Status(#[from] status::ListenError),
+    #[error("{0}")]
+    Pull(String),
 }
 
 /// What `provision agent` was asked to do.
@@ -69,6 +72,9 @@ pub struct Config {
     pub interval: Duration,
     /// Where the status API listens; `None`: no status API.
     pub status: Option<status::Listen>,
+    /// The manifest comes as a signed bundle from this URL (`manifest` is then where it was
+    /// unpacked, filled in at start).
+    pub pull: Option<pull::Pull>,
 }
 
 /// Why the agent loop wakes up.
@@ -78,6 +84,8 @@ pub(crate) enum Wake {
     Drift(Vec<String>),
     /// The supervisor's status changed (a service started, became ready, exited, ...).
     Services,
+    /// The poller found a new bundle.
+    Bundle(Box<pull::Pulled>),
 }
 
 /// One loaded manifest: the node's steps and its services as written.
@@ -85,10 +93,23 @@ struct Loaded {
     node: String,
     steps: Vec<Step>,
     services: Vec<manifest::model::ServiceSpec>,
+    /// `sha256:` of the manifest files as read (each file's path and content).
+    hash: String,
 }
 
 fn load(config: &Config, facts: &Facts) -> Result<Loaded, Error> {
     let m = manifest::parse(&config.manifest)?;
+    let mut hasher = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for s in &m.sources {
+        hasher.update(s.path.as_os_str().as_encoded_bytes());
+        hasher.update(b"\0");
+        hasher.update(&std::fs::read(&s.path).unwrap_or_default());
+        hasher.update(b"\0");
+    }
+    let hash = format!(
+        "sha256:{}",
+        crate::bundle::format::hex(hasher.finish().as_ref())
+    );
     let sel = m.select(config.node.as_deref(), &facts::hostname())?;
     let steps = crate::resources::build(&m, &sel, facts);
     engine::check_order(&steps)?;
@@ -104,6 +125,7 @@ fn load(config: &Config, facts: &Facts) -> Result<Loaded, Error> {
         node: sel.node.name.clone(),
         steps,
         services,
+        hash,
     })
 }
 
@@ -117,9 +139,29 @@ pub fn run(config: &Config) -> Result<(), Error> {
     }
     signals.thread_block().map_err(Error::Signals)?;
     let facts = Facts::gather();
-    let loaded = load(config, &facts)?;
-    let host = Host::new(&config.root)?;
-    let _lock = lock(&host)?;
+    let mut config = config.clone();
+    // A manifest file is checked before anything is touched; a bundle is fetched (and cached)
+    // under the agent lock.
+    let (loaded, host, _lock, pulling) = match config.pull.clone() {
+        None => {
+            let loaded = load(&config, &facts)?;
+            let host = Host::new(&config.root)?;
+            let lock = lock(&host)?;
+            (loaded, host, lock, None)
+        }
+        Some(p) => {
+            let host = Host::new(&config.root)?;
+            let lock = lock(&host)?;
+            let (loaded, path, current) = pull::first(&host, &p, |path| {
+                let mut c = config.clone();
+                c.manifest = path.to_owned();
+                load(&c, &facts)
+            })?;
+            config.manifest = path;
+            (loaded, host, lock, Some((p, current)))
+        }
+    };
+    let config = &config;
     orphans::kill_left_over(&host);
     let board = status::Board::new(&loaded.node).with_xids(crate::gpu::xid::AgentXids::start());
     let _server = match &config.status {
@@ -128,6 +170,14 @@ pub fn run(config: &Config) -> Result<(), Error> {
     };
 
     let (tx, rx) = mpsc::channel();
+    let manifest_info = match &pulling {
+        Some((p, current)) => current.json(&p.source.url, &config.manifest),
+        None => serde_json::json!({"source": "file", "path": config.manifest, "hash": loaded.hash}),
+    };
+    board.set_manifest(1, manifest_info);
+    if let Some((p, current)) = &pulling {
+        pull::start_poller(p.clone(), current, board.clone(), tx.clone());
+    }
     let drift = hooks::start_drift_watch(tx.clone());
     let services_changed = tx.clone();
     std::thread::Builder::new()
@@ -154,6 +204,7 @@ pub fn run(config: &Config) -> Result<(), Error> {
         generation: 1,
         wake: services_changed,
         held: None,
+        pulling,
     };
     let asked = std::time::SystemTime::now();
     let report = agent.reconcile();
@@ -195,6 +246,10 @@ pub fn run(config: &Config) -> Result<(), Error> {
         }
         match rx.recv_timeout(wait) {
             Ok(Wake::Services) => {}
+            Ok(Wake::Bundle(pulled)) => {
+                agent.take_bundle(&facts, *pulled);
+                worked = true;
+            }
             Ok(Wake::Signal(Signal::SIGHUP)) => {
                 let request = handoff::take_request(&agent.host);
                 let id = request.as_ref().map(|r| r.id.clone());
@@ -283,6 +338,8 @@ struct Agent {
     wake: mpsc::Sender<Wake>,
     /// The last answer, held until its services settle.
     held: Option<answer::Held>,
+    /// `agent URL`: where bundles come from, and the one running.
+    pulling: Option<(pull::Pull, pull::Current)>,
 }
 
 impl Agent {
@@ -443,6 +500,12 @@ impl Agent {
         } else {
             tracing::info!(manifest = %config.manifest.display(), "SIGHUP: reloading the manifest");
         }
+        self.switch(facts, config)
+    }
+
+    /// Loads `config`'s manifest; if it is valid, makes it the running one, reconciles and lets
+    /// the services follow. An invalid one changes nothing.
+    fn switch(&mut self, facts: &Facts, config: Config) -> handoff::Outcome {
         let loaded = match load(&config, facts) {
             Ok(l) => l,
             Err(e) => {
@@ -453,6 +516,15 @@ impl Agent {
         self.config = config;
         self.loaded = loaded;
         self.generation += 1;
+        if self.pulling.is_some() {
+            // take_bundle records the bundle once it is accepted.
+            self.board.set_generation(self.generation);
+        } else {
+            self.board.set_manifest(
+                self.generation,
+                serde_json::json!({"source": "file", "path": self.config.manifest, "hash": self.loaded.hash}),
+            );
+        }
         self.notifier.send("RELOADING=1");
         let report = self.reconcile();
         self.observed(status::Cause::Reload, &report);

@@ -138,6 +138,12 @@ struct Inner {
     drift_total: u64,
     drift: VecDeque<DriftEvent>,
     services: Vec<ServiceStatus>,
+    /// Manifests applied (1 after the start, +1 for each accepted reload or bundle).
+    generation: u64,
+    /// The manifest the agent runs: where it came from, its hash (`/status` `manifest`).
+    manifest: Value,
+    /// Polling for bundles: the last check and the last error (`/status` `pull`).
+    pull: Value,
 }
 
 /// What the status API shows, shared between the agent loop and the server thread.
@@ -214,6 +220,65 @@ impl Board {
         }
         inner.last = Some((at, cause, report.clone()));
         drift
+    }
+
+    /// The manifest now running, after the start or an accepted reload.
+    pub fn set_manifest(&self, generation: u64, manifest: Value) {
+        let mut inner = self.lock();
+        inner.generation = generation;
+        inner.manifest = manifest;
+    }
+
+    pub fn set_generation(&self, generation: u64) {
+        self.lock().generation = generation;
+    }
+
+    /// Changes one field of the running manifest's record.
+    pub fn update_manifest(&self, key: &str, value: Value) {
+        let mut inner = self.lock();
+        if let Value::Object(m) = &mut inner.manifest {
+            m.insert(key.to_owned(), value);
+        }
+    }
+
+    /// The outcome of one check for a new bundle: `Ok(what happened)` or `Err(why not)`.
+    pub fn pulled(&self, outcome: Result<&str, &str>) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let now = rfc3339(SystemTime::now());
+        if !inner.pull.is_object() {
+            inner.pull = json!({"checks_total": 0, "last_error": null, "last_error_at": null});
+        }
+        let pull = &mut inner.pull;
+        pull["checks_total"] = json!(pull["checks_total"].as_u64().unwrap_or(0) + 1);
+        pull["last_check_at"] = json!(now);
+        match outcome {
+            Ok(what) => {
+                pull["last_result"] = json!(what);
+                pull["ok"] = json!(true);
+                // The server serves what runs: a bundle run from the cache is confirmed.
+                if what != "new bundle" && inner.manifest["from_cache"] == true {
+                    inner.manifest["from_cache"] = json!(false);
+                    inner.manifest["confirmed_at"] = json!(now);
+                }
+            }
+            Err(why) => {
+                pull["last_result"] = json!("error");
+                pull["ok"] = json!(false);
+                pull["last_error"] = json!(why);
+                pull["last_error_at"] = json!(now);
+            }
+        }
+    }
+
+    /// Records an error of the bundle pull that no check reports (a bundle refused on load).
+    pub fn pull_error(&self, why: &str) {
+        let mut inner = self.lock();
+        if !inner.pull.is_object() {
+            inner.pull = json!({"checks_total": 0});
+        }
+        inner.pull["last_error"] = json!(why);
+        inner.pull["last_error_at"] = json!(rfc3339(SystemTime::now()));
     }
 
     pub fn set_services(&self, services: Vec<ServiceStatus>) {
@@ -301,6 +366,9 @@ impl Board {
             "pid": std::process::id(),
             "started_at": rfc3339(self.started),
             "reconciles_total": inner.reconciles,
+            "generation": inner.generation,
+            "manifest": inner.manifest,
+            "pull": inner.pull,
             "last_reconcile": last,
             "resources": resources,
             "services": services,
