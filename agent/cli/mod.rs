@@ -4,6 +4,7 @@
 //! resources failed. With `--detailed-exitcodes`: 0 no changes, 2 changes, 4 failures, 6 both.
 
 mod bundle;
+mod cluster;
 mod gpu;
 mod install_agent;
 mod output;

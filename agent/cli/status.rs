@@ -28,9 +28,22 @@ pub struct StatusArgs {
     /// The token file, when the agent requires one.
     #[arg(long, env = "PROVISION_STATUS_TOKEN_FILE")]
     token_file: Option<PathBuf>,
-    /// Print the agent's JSON document as it is.
+    /// Print the agent's JSON document as it is (with --cluster: one object per node).
     #[arg(long)]
     json: bool,
+    /// Ask every node of this manifest (or signed bundle) at once, one row each: its agent at
+    /// <node address>:--port, with the token of --token-file if given.
+    #[arg(long, value_name = "MANIFEST")]
+    cluster: Option<PathBuf>,
+    /// With --cluster: the port the agents' status API listens on.
+    #[arg(long, default_value_t = 9779, requires = "cluster")]
+    port: u16,
+    /// With --cluster: how long each node may take to answer.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration, requires = "cluster")]
+    timeout: Duration,
+    /// With a bundle for --cluster: the public key it must be signed with.
+    #[arg(long, env = "PROVISION_BUNDLE_KEY")]
+    bundle_key: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +60,8 @@ pub enum StatusError {
     Answer { addr: String, answer: String },
     #[error("--token-file {}: {reason}", .path.display())]
     Token { path: PathBuf, reason: String },
+    #[error("--cluster {}: {reason}", .path.display())]
+    Cluster { path: PathBuf, reason: String },
 }
 
 impl StatusError {
@@ -72,16 +87,6 @@ pub fn listen(addr: &str, token_file: Option<&Path>) -> Result<Option<Listen>, S
 }
 
 pub fn run(args: &StatusArgs) -> Result<u8, StatusError> {
-    let addr = match &args.listen {
-        Some(a) => a.clone(),
-        None => std::fs::read_to_string(
-            args.root
-                .join(STATE_DIR.trim_start_matches('/'))
-                .join(ADDR_FILE),
-        )
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| DEFAULT_LISTEN.to_owned()),
-    };
     let token = match &args.token_file {
         None => None,
         Some(path) => Some(
@@ -93,6 +98,44 @@ pub fn run(args: &StatusArgs) -> Result<u8, StatusError> {
                 .trim()
                 .to_owned(),
         ),
+    };
+    if let Some(path) = &args.cluster {
+        let nodes = super::cluster::nodes(path, args.bundle_key.as_deref()).map_err(|reason| {
+            StatusError::Cluster {
+                path: path.clone(),
+                reason,
+            }
+        })?;
+        let rows: Vec<Value> =
+            super::cluster::ask(&nodes, args.port, token.as_deref(), args.timeout)
+                .iter()
+                .map(super::cluster::summary)
+                .collect();
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        if args.json {
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(
+                    &serde_json::json!({"format_version": 1, "nodes": rows})
+                )
+                .unwrap_or_default()
+            );
+        } else {
+            super::cluster::table(&mut out, &rows);
+        }
+        return Ok(super::cluster::exit_code(&rows));
+    }
+    let addr = match &args.listen {
+        Some(a) => a.clone(),
+        None => std::fs::read_to_string(
+            args.root
+                .join(STATE_DIR.trim_start_matches('/'))
+                .join(ADDR_FILE),
+        )
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| DEFAULT_LISTEN.to_owned()),
     };
     let body = get(&addr, "/status", token.as_deref())?;
     if args.json {

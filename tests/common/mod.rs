@@ -404,6 +404,23 @@ impl RunningAgent {
     /// (so whatever it repairs, drift found it). `prefix` runs it elsewhere, e.g. `nsenter -t
     /// PID -m --`. Adopts orphans, so services of an agent killed here come back to the test.
     pub fn start(sb: &Sandbox, manifest: &Path, node: &str, prefix: &[&str]) -> RunningAgent {
+        let root = sb.root();
+        let args = [
+            "agent",
+            manifest.to_str().unwrap(),
+            "--node",
+            node,
+            "--root",
+            root.to_str().unwrap(),
+            "--reconcile-interval",
+            "1h",
+        ];
+        RunningAgent::start_args(sb, &args, prefix)
+    }
+
+    /// `[PREFIX...] provision ARGS...`, the status API on a free loopback port unless ARGS say
+    /// `--status-listen`, the log in the sandbox (`agent.log`).
+    pub fn start_args(sb: &Sandbox, args: &[&str], prefix: &[&str]) -> RunningAgent {
         adopt_orphans();
         let log = sb.tmp.path().join("agent.log");
         let mut cmd = match prefix.split_first() {
@@ -415,15 +432,7 @@ impl RunningAgent {
             None => Command::new(env!("CARGO_BIN_EXE_provision")),
         };
         let child = cmd
-            .args([
-                "agent",
-                manifest.to_str().unwrap(),
-                "--node",
-                node,
-                "--root",
-            ])
-            .arg(sb.root())
-            .args(["--reconcile-interval", "1h"])
+            .args(args)
             .env("PROVISION_STATUS_LISTEN", "127.0.0.1:0")
             .env("NO_COLOR", "1")
             .env_remove("NOTIFY_SOCKET")

@@ -112,8 +112,13 @@ pub struct TlsServer {
 }
 
 impl TlsServer {
-    /// Starts the server and waits until it listens.
+    /// Starts the server on a port the kernel picks and waits until it listens.
     pub fn start(pki: &Pki, root: &Path) -> TlsServer {
+        TlsServer::start_on(pki, root, 0)
+    }
+
+    /// Starts the server on `port` (0: any) and waits until it listens.
+    pub fn start_on(pki: &Pki, root: &Path, port: u16) -> TlsServer {
         let port_file = pki.dir.join(format!("port-{}", rand_suffix()));
         let log = PathBuf::from(format!("{}.log", port_file.display()));
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls_server.py");
@@ -123,6 +128,8 @@ impl TlsServer {
             .arg(pki.dir.join("server.pem"))
             .arg(pki.dir.join("server.key"))
             .arg(&port_file)
+            .arg("127.0.0.1")
+            .arg(port.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
