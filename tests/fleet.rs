@@ -571,3 +571,177 @@ fn a_hundred_agents_pull_one_bundle_and_status_cluster_shows_every_row() {
         agent.stop();
     }
 }
+
+#[test]
+fn bundle_carries_what_the_manifest_reads_and_refuses_what_must_not_travel() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let key = t.join("key");
+    run(&["bundle", "keygen", key.to_str().unwrap()]).expect(0);
+    let src = t.join("src");
+    for (file, text) in manifest("v1") {
+        let p = src.join(file);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    // Beside the manifest but not named by it: not carried.
+    std::fs::write(src.join("notes.txt"), "private notes\n").unwrap();
+    let out = t.join("cluster.bundle");
+    let out_s = out.to_str().unwrap();
+    run(&[
+        "bundle",
+        src.to_str().unwrap(),
+        "-o",
+        out_s,
+        "--key",
+        key.to_str().unwrap(),
+    ])
+    .expect(0);
+    let listed = run(&[
+        "bundle",
+        "verify",
+        out_s,
+        "--bundle-key",
+        &format!("{}.pub", key.display()),
+    ]);
+    listed.expect(0);
+    let files: Vec<&str> = listed
+        .stdout
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(
+        files,
+        [
+            "cluster.yaml",
+            "files/version",
+            "nodes.yaml",
+            "templates/motd.tera"
+        ],
+        "{}",
+        listed.stdout
+    );
+    let secret = std::fs::read_to_string(&key).unwrap();
+    assert!(!listed.stdout.contains(secret.lines().nth(1).unwrap()));
+
+    // A password file, a file outside the folder, a local channel folder: each refused, saying
+    // why, and no bundle written.
+    std::fs::write(t.join("outside.conf"), "x\n").unwrap();
+    std::fs::write(src.join("smb.pass"), "s3cret\n").unwrap();
+    std::fs::write(
+        src.join("cluster.yaml"),
+        "include: [nodes.yaml]\nresources:\n  - file: {path: /etc/o.conf, source: ../outside.conf}\n  - mount: {target: /mnt/d, source: //fs/d, credentials: {username: u, password_file: smb.pass}}\n",
+    )
+    .unwrap();
+    let refused = t.join("refused.bundle");
+    let r = run(&[
+        "bundle",
+        src.join("cluster.yaml").to_str().unwrap(),
+        "-o",
+        refused.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    r.expect(1);
+    assert!(
+        r.stderr
+            .contains("password_file smb.pass is a secret and does not travel"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("is outside the manifest's folder"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("s3cret"), "{}", r.stderr);
+    assert!(!refused.exists());
+    // A folder without cluster.yaml, and a bad key file.
+    let r = run(&[
+        "bundle",
+        t.to_str().unwrap(),
+        "-o",
+        refused.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    r.expect(1);
+    assert!(r.stderr.contains("has no cluster.yaml"), "{}", r.stderr);
+    let r = run(&[
+        "bundle",
+        src.to_str().unwrap(),
+        "-o",
+        refused.to_str().unwrap(),
+        "--key",
+        out_s,
+    ]);
+    r.expect(1);
+    assert!(
+        r.stderr
+            .contains("not a key written by `provision bundle keygen`"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn status_cluster_sends_the_token_and_names_an_agent_that_wants_one() {
+    let sb = Sandbox::empty();
+    let token = sb.tmp.path().join("token");
+    std::fs::write(&token, "fleet-s3cret\n").unwrap();
+    let port = free_port();
+    let m = sb.manifest(
+        "cluster.yaml",
+        "nodes:\n  - {name: a, address: 127.0.0.2}\n  - {name: b, address: 127.0.0.3}\nresources:\n  - file: {path: /etc/x, content: \"x\\n\"}\n",
+    );
+    let mut agent = RunningAgent::start_args(
+        &sb,
+        &[
+            "agent",
+            m.to_str().unwrap(),
+            "--node",
+            "a",
+            "--root",
+            sb.root().to_str().unwrap(),
+            "--status-listen",
+            &format!("127.0.0.2:{port}"),
+            "--status-token-file",
+            token.to_str().unwrap(),
+        ],
+        &[],
+    );
+    agent.until("listening", LIMIT, |a| {
+        sb.path("/var/lib/provision/status.addr").exists() && a.log().contains("agent ready")
+    });
+    let args = [
+        "status",
+        "--cluster",
+        m.to_str().unwrap(),
+        "--port",
+        &port.to_string(),
+        "--json",
+    ];
+    let r = run(&args);
+    r.expect(3);
+    let rows = r.json()["nodes"].clone();
+    assert!(
+        rows[0]["error"].as_str().unwrap().contains("wants a token"),
+        "{rows}"
+    );
+    assert_eq!(rows[1]["reachable"], false);
+    let mut with_token = args.to_vec();
+    with_token.extend(["--token-file", token.to_str().unwrap()]);
+    let r = run(&with_token);
+    r.expect(3);
+    let rows = r.json()["nodes"].clone();
+    assert_eq!(rows[0]["reachable"], true, "{rows}");
+    assert_eq!(rows[0]["changed"], 1, "{rows}");
+    assert!(
+        rows[0]["hash"].as_str().unwrap().starts_with("sha256:"),
+        "{rows}"
+    );
+    assert_eq!(rows[1]["reachable"], false, "{rows}");
+    assert!(!r.stdout.contains("fleet-s3cret") && !r.stderr.contains("fleet-s3cret"));
+    agent.stop();
+}
