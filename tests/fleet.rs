@@ -745,3 +745,46 @@ fn status_cluster_sends_the_token_and_names_an_agent_that_wants_one() {
     assert!(!r.stdout.contains("fleet-s3cret") && !r.stderr.contains("fleet-s3cret"));
     agent.stop();
 }
+
+/// PYME's web framework answers only clients that accept gzip (it fails writing a `str`
+/// otherwise): a server that behaves the same, so the probe's request and its gunzip are real.
+#[test]
+fn http_probes_accept_gzip_and_read_the_gunzipped_body() {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let head = String::from_utf8_lossy(&req).to_ascii_lowercase();
+            if !head
+                .lines()
+                .any(|l| l.starts_with("accept-encoding:") && l.contains("gzip"))
+            {
+                continue; // no answer at all, like PYME's rule server
+            }
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            gz.write_all(b"{\"Polling\": true}").unwrap();
+            let body = gz.finish().unwrap();
+            let _ = write!(
+                s,
+                "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(&body);
+        }
+    });
+    let probe = Check::Http {
+        url: format!("http://{addr}/node/status"),
+        status: 200,
+        body_contains: Some("\"Polling\": true".into()),
+    };
+    assert_eq!(probe.run(Duration::from_secs(5), 0), Ok(()));
+}

@@ -309,6 +309,12 @@ fn run(command: Command) -> Result<u8, UsageError> {
             }
             let status = status::listen(&args.status_listen, args.status_token_file.as_deref())?;
             args.pull.trust()?;
+            if args.poll_interval < std::time::Duration::from_millis(100) {
+                return Err(UsageError::Usage(format!(
+                    "--poll-interval {:?}: at least 100ms (1m is the default; each poll is a request to the server)",
+                    args.poll_interval
+                )));
+            }
             let pull = args
                 .pull
                 .source(&args.manifest)?
