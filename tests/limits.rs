@@ -216,3 +216,36 @@ fn more_than_10000_aliases_are_refused() {
         "more than 10000 aliases (*name) in one file",
     );
 }
+
+#[test]
+fn an_included_fifo_is_refused_without_blocking() {
+    let sandbox = Sandbox::debian();
+    let fifo = sandbox.work().join("fifo.yaml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let manifest = sandbox.manifest("m.yaml", &format!("include: [fifo.yaml]\n{NODE}"));
+    // Without the check, this run would wait for a writer until the harness killed it.
+    let run = common::run(&["validate", manifest.to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.starts_with(&format!(
+            "error: {}:1:11: include[0]: cannot read manifest",
+            manifest.display()
+        )) && run.stderr.contains("it is not a regular file"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_top_level_manifest_that_never_ends_is_read_only_to_the_limit() {
+    // The manifest on the command line may be a pipe (`<(...)`); /dev/zero is read to 4 MiB + 1.
+    let run = common::run(&["validate", "/dev/zero"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.starts_with(
+            "error: /dev/zero:1:1: cannot read manifest /dev/zero: it is larger than 4 MiB"
+        ),
+        "{}",
+        run.stderr
+    );
+}

@@ -90,21 +90,25 @@ fn read_environment(
 ) -> Option<FromFile> {
     let path = m.dir_of(origin).join(from);
     let read = if m.sources.len() >= limits::FILES {
-        Err(format!(
-            "a manifest may read at most {} files (itself, includes and environment files): over the limit",
-            limits::FILES
+        Err((
+            format!(
+                "a manifest may read at most {} files (itself, includes and environment files): over the limit",
+                limits::FILES
+            ),
+            limits::HINT,
         ))
     } else {
-        limits::read(&path).map_err(|e| e.to_string())
+        limits::read(&path, true).map_err(|e| {
+            let hint = match e {
+                limits::ReadError::Io(_) => "from: is relative to this manifest file's folder",
+                _ => e.hint(),
+            };
+            (e.to_string(), hint)
+        })
     };
     let text = match read {
         Ok(text) => text,
-        Err(e) => {
-            let hint = if e.contains("limit") {
-                limits::HINT
-            } else {
-                "from: is relative to this manifest file's folder"
-            };
+        Err((e, hint)) => {
             errors.push(m.diagnostic(
                 origin,
                 "conda_env.from",

@@ -44,11 +44,30 @@ pub const RESOURCES: usize = 10_000;
 /// The hint for every limit error.
 pub const HINT: &str = "provision refuses manifests this large or this deep so that a broken or hostile one cannot exhaust the node (docs/manifest.md#limits); split a real one with include:";
 
-/// A file that could not be read, or is over [`FILE_BYTES`].
+/// The hint for a named file that is not a regular file.
+pub const REGULAR_HINT: &str =
+    "include: and from: must name regular files: copy what they should hold into one";
+
+/// A file that could not be read, is over [`FILE_BYTES`], or is not a regular file where one
+/// must be.
 #[derive(Debug)]
 pub enum ReadError {
     Io(std::io::Error),
     TooLarge,
+    NotRegular,
+}
+
+impl ReadError {
+    /// What to do about it.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            ReadError::Io(_) => {
+                "check the path; include: and from: paths are relative to the including file's folder"
+            }
+            ReadError::TooLarge => HINT,
+            ReadError::NotRegular => REGULAR_HINT,
+        }
+    }
 }
 
 impl std::fmt::Display for ReadError {
@@ -60,14 +79,35 @@ impl std::fmt::Display for ReadError {
                 "it is larger than {}: over the limit for one file",
                 bytes(FILE_BYTES)
             ),
+            ReadError::NotRegular => write!(
+                f,
+                "it is not a regular file (a device, a pipe or a folder) and could block or never end"
+            ),
         }
     }
 }
 
 /// Reads a whole text file of at most [`FILE_BYTES`], without reading more than one byte past
-/// the limit whatever the file is (a FIFO, `/dev/zero`, a file growing while it is read).
-pub fn read(path: &Path) -> Result<String, ReadError> {
-    let file = std::fs::File::open(path).map_err(ReadError::Io)?;
+/// the limit whatever the file is (`/dev/zero`, a file growing while it is read). With
+/// `regular_only` (files a manifest names: includes, environment files), anything but a regular
+/// file is refused before a byte is read: a FIFO would block the agent forever.
+pub fn read(path: &Path, regular_only: bool) -> Result<String, ReadError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    // Opening a FIFO without O_NONBLOCK waits for a writer; with it, the open returns at once and
+    // the file's type can be checked on the open file itself (no race with a rename).
+    let flags = if regular_only {
+        nix::fcntl::OFlag::O_NONBLOCK.bits()
+    } else {
+        0
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)
+        .map_err(ReadError::Io)?;
+    if regular_only && !file.metadata().map_err(ReadError::Io)?.is_file() {
+        return Err(ReadError::NotRegular);
+    }
     let mut text = String::new();
     file.take(FILE_BYTES as u64 + 1)
         .read_to_string(&mut text)
@@ -177,15 +217,29 @@ mod tests {
     fn a_file_over_the_limit_is_refused_without_being_read_whole() {
         // /dev/zero never ends: the read stops one byte past the limit.
         assert!(matches!(
-            read(Path::new("/dev/zero")),
+            read(Path::new("/dev/zero"), false),
             Err(ReadError::TooLarge)
         ));
         let dir = tempfile::tempdir().unwrap();
         let at_limit = dir.path().join("m.yaml");
         std::fs::write(&at_limit, "#".repeat(FILE_BYTES)).unwrap();
-        assert_eq!(read(&at_limit).unwrap().len(), FILE_BYTES);
+        assert_eq!(read(&at_limit, true).unwrap().len(), FILE_BYTES);
         std::fs::write(&at_limit, "#".repeat(FILE_BYTES + 1)).unwrap();
-        assert!(matches!(read(&at_limit), Err(ReadError::TooLarge)));
+        assert!(matches!(read(&at_limit, true), Err(ReadError::TooLarge)));
+    }
+
+    #[test]
+    fn a_named_file_that_is_not_regular_is_refused_before_it_is_read() {
+        assert!(matches!(
+            read(Path::new("/dev/zero"), true),
+            Err(ReadError::NotRegular)
+        ));
+        // A FIFO with no writer: reading it would block forever.
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.yaml");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert!(matches!(read(&fifo, true), Err(ReadError::NotRegular)));
+        assert!(matches!(read(dir.path(), true), Err(ReadError::NotRegular)));
     }
 
     #[test]

@@ -91,7 +91,7 @@ fn load_file(
         ));
         return;
     }
-    let text = match limits::read(path) {
+    let text = match limits::read(path, included_from.is_some()) {
         Ok(text) => text,
         Err(limits::ReadError::Io(e)) => {
             errors.push(include_error(
@@ -101,11 +101,11 @@ fn load_file(
             ));
             return;
         }
-        Err(e @ limits::ReadError::TooLarge) => {
+        Err(e) => {
             errors.push(include_error(
                 manifest,
                 format!("cannot read manifest {}: {e}", path.display()),
-                limits::HINT,
+                e.hint(),
             ));
             return;
         }
