@@ -11,6 +11,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::diagnostic::Diagnostic;
+use super::limits;
 use super::locate::LocationIndex;
 use super::model::{CondaEnvSpec, CondaSettings, PipGroup, ResourceSpec};
 use super::{Manifest, Origin, SourceFile};
@@ -88,14 +89,31 @@ fn read_environment(
     errors: &mut Vec<Diagnostic>,
 ) -> Option<FromFile> {
     let path = m.dir_of(origin).join(from);
-    let text = match std::fs::read_to_string(&path) {
+    let read = if m.sources.len() >= limits::FILES {
+        Err((
+            format!(
+                "a manifest may read at most {} files (itself, includes and environment files): over the limit",
+                limits::FILES
+            ),
+            limits::HINT,
+        ))
+    } else {
+        limits::read(&path, true).map_err(|e| {
+            let hint = match e {
+                limits::ReadError::Io(_) => "from: is relative to this manifest file's folder",
+                _ => e.hint(),
+            };
+            (e.to_string(), hint)
+        })
+    };
+    let text = match read {
         Ok(text) => text,
-        Err(e) => {
+        Err((e, hint)) => {
             errors.push(m.diagnostic(
                 origin,
                 "conda_env.from",
                 format!("cannot read environment file {}: {e}", path.display()),
-                Some("from: is relative to this manifest file's folder".into()),
+                Some(hint.into()),
             ));
             return None;
         }
@@ -106,7 +124,14 @@ fn read_environment(
         dir: path.parent().map(Into::into).unwrap_or_default(),
         index: LocationIndex::build(&text),
     });
-    let parsed: EnvironmentFile = match serde_saphyr::from_str(&text) {
+    if let Some(breach) = super::load::breach_error(&m.sources[file]) {
+        errors.push(breach);
+        return None;
+    }
+    let parsed: EnvironmentFile = match serde_saphyr::from_str_with_options(
+        &text,
+        limits::yaml_options(),
+    ) {
         Ok(parsed) => parsed,
         Err(e) => {
             let mut d = super::load::parse_error(&m.sources[file], &text, &e);

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use super::diagnostic::Diagnostic;
+use super::limits;
 use super::locate::{Key, LocationIndex, Position};
 use super::model::{ManifestFile, Node, ResourceSpec};
 use super::{Located, Manifest, Origin, SourceFile};
@@ -14,11 +15,23 @@ use super::{Located, Manifest, Origin, SourceFile};
 pub fn load(path: &Path, errors: &mut Vec<Diagnostic>) -> Manifest {
     let mut manifest = Manifest::default();
     let mut stack = Vec::new();
-    load_file(path, None, &mut manifest, &mut stack, errors);
+    let mut read = Read::default();
+    load_file(path, None, &mut manifest, &mut stack, &mut read, errors);
     if errors.is_empty() {
         super::conda::resolve(&mut manifest, errors);
     }
     manifest
+}
+
+/// What the files read so far add up to, against the limits that count across files.
+#[derive(Default)]
+struct Read {
+    bytes: usize,
+    /// A limit was reported: no more files are read.
+    over: bool,
+    /// [`limits::NODES`] and [`limits::RESOURCES`] were reported (once, at the first past them).
+    too_many_nodes: bool,
+    too_many_resources: bool,
 }
 
 fn load_file(
@@ -26,6 +39,7 @@ fn load_file(
     included_from: Option<(usize, String)>,
     manifest: &mut Manifest,
     stack: &mut Vec<PathBuf>,
+    read: &mut Read,
     errors: &mut Vec<Diagnostic>,
 ) {
     let include_error = |manifest: &Manifest, message: String, hint: &str| match &included_from {
@@ -60,9 +74,26 @@ fn load_file(
         ));
         return;
     }
-    let text = match std::fs::read_to_string(path) {
+    if read.over {
+        // The limit is reported once, at the first file past it.
+        return;
+    }
+    if manifest.sources.len() >= limits::FILES {
+        read.over = true;
+        errors.push(include_error(
+            manifest,
+            format!(
+                "cannot read manifest {}: a manifest may read at most {} files (itself, includes and environment files): over the limit",
+                path.display(),
+                limits::FILES
+            ),
+            limits::HINT,
+        ));
+        return;
+    }
+    let text = match limits::read(path, included_from.is_some()) {
         Ok(text) => text,
-        Err(e) => {
+        Err(limits::ReadError::Io(e)) => {
             errors.push(include_error(
                 manifest,
                 format!("cannot read manifest {}: {e}", path.display()),
@@ -70,7 +101,29 @@ fn load_file(
             ));
             return;
         }
+        Err(e) => {
+            errors.push(include_error(
+                manifest,
+                format!("cannot read manifest {}: {e}", path.display()),
+                e.hint(),
+            ));
+            return;
+        }
     };
+    read.bytes += text.len();
+    if read.bytes > limits::TOTAL_BYTES {
+        read.over = true;
+        errors.push(include_error(
+            manifest,
+            format!(
+                "cannot read manifest {}: with it, the manifest's files are larger than {} in all: over the limit",
+                path.display(),
+                limits::bytes(limits::TOTAL_BYTES)
+            ),
+            limits::HINT,
+        ));
+        return;
+    }
     let index = LocationIndex::build(&text);
     let file = manifest.sources.len();
     let dir = path.parent().map(Path::to_owned).unwrap_or_default();
@@ -80,13 +133,18 @@ fn load_file(
         index,
     });
 
-    let parsed: ManifestFile = match serde_saphyr::from_str(&text) {
-        Ok(parsed) => parsed,
-        Err(e) => {
-            errors.push(parse_error(&manifest.sources[file], &text, &e));
-            return;
-        }
-    };
+    if let Some(breach) = breach_error(&manifest.sources[file]) {
+        errors.push(breach);
+        return;
+    }
+    let parsed: ManifestFile =
+        match serde_saphyr::from_str_with_options(&text, limits::yaml_options()) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                errors.push(parse_error(&manifest.sources[file], &text, &e));
+                return;
+            }
+        };
     stack.push(canonical);
     let origin = |path: String| Origin { file, path };
     if let Some(conda) = parsed.conda {
@@ -142,12 +200,42 @@ fn load_file(
         );
     }
     for (i, node) in parsed.nodes.into_iter().enumerate() {
+        if manifest.nodes.len() >= limits::NODES {
+            if std::mem::replace(&mut read.too_many_nodes, true) {
+                break;
+            }
+            errors.push(manifest.diagnostic(
+                &origin(format!("nodes[{i}]")),
+                "",
+                format!(
+                    "more than {} nodes in the manifest: over the limit",
+                    limits::NODES
+                ),
+                Some(limits::HINT.into()),
+            ));
+            break;
+        }
         manifest.nodes.push(Located::<Node> {
             value: node,
             origin: origin(format!("nodes[{i}]")),
         });
     }
     for (i, resource) in parsed.resources.into_iter().enumerate() {
+        if manifest.resources.len() >= limits::RESOURCES {
+            if std::mem::replace(&mut read.too_many_resources, true) {
+                break;
+            }
+            errors.push(manifest.diagnostic(
+                &origin(format!("resources[{i}]")),
+                "",
+                format!(
+                    "more than {} resources in the manifest: over the limit",
+                    limits::RESOURCES
+                ),
+                Some(limits::HINT.into()),
+            ));
+            break;
+        }
         manifest.resources.push(Located::<ResourceSpec> {
             value: resource,
             origin: origin(format!("resources[{i}]")),
@@ -160,6 +248,7 @@ fn load_file(
             Some((file, format!("include[{i}]"))),
             manifest,
             stack,
+            read,
             errors,
         );
     }
@@ -233,6 +322,32 @@ fn plain_message(message: String) -> String {
     }
 }
 
+/// The error for text that broke an input limit while it was indexed, if it did.
+pub(super) fn breach_error(source: &SourceFile) -> Option<Diagnostic> {
+    let (position, yaml_path, message) = source.index.breach()?;
+    Some(Diagnostic {
+        file: source.path.clone(),
+        line: position.line,
+        column: position.column,
+        yaml_path: shortened(yaml_path),
+        message: message.clone(),
+        hint: Some(limits::HINT.to_owned()),
+    })
+}
+
+/// A path of at most 200 bytes: the one of a value past a limit may be megabytes long.
+fn shortened(path: &str) -> String {
+    const KEEP: usize = 200;
+    if path.len() <= KEEP {
+        return path.to_owned();
+    }
+    let mut cut = KEEP;
+    while !path.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}...", &path[..cut])
+}
+
 pub(super) fn parse_error(source: &SourceFile, text: &str, e: &serde_saphyr::Error) -> Diagnostic {
     let mut position = e
         .location()
@@ -251,7 +366,8 @@ pub(super) fn parse_error(source: &SourceFile, text: &str, e: &serde_saphyr::Err
         Some(cut) => rendered[..cut].to_owned(),
         None => rendered,
     };
-    let mut message = plain_message(message);
+    let limit = limits::breach_message(e);
+    let mut message = limit.clone().unwrap_or_else(|| plain_message(message));
     // Two kinds in one resource item (often a field indented too little): name the extra key.
     if message.starts_with("expected end of mapping after enum variant value")
         && let Some(key) = source.index.key_at(position)
@@ -304,7 +420,9 @@ pub(super) fn parse_error(source: &SourceFile, text: &str, e: &serde_saphyr::Err
         },
         Placement::AsReported => index.path_at(position),
     };
-    let hint = if message.starts_with("expected a mapping")
+    let hint = if limit.is_some() {
+        limits::HINT
+    } else if message.starts_with("expected a mapping")
         && yaml_path.as_deref().unwrap_or("").is_empty()
     {
         "a manifest is a mapping: nodes:, resources:, and if needed cluster:, conda:, vars:, include:"

@@ -24,6 +24,9 @@ pub struct LocationIndex {
     /// places; serde reports some errors at a key (unknown fields, values its visitors refuse, a
     /// mapping's missing field at its last key), and those still deserve the right place and path.
     keys: HashMap<Position, Key>,
+    /// The first of provision's input limits the text broke while it was indexed (where, the
+    /// path of the value there, and the message); indexing stopped there.
+    breach: Option<(Position, String, String)>,
 }
 
 /// A mapping key as written.
@@ -77,16 +80,72 @@ pub fn join_key(path: &str, key: &str) -> String {
 
 impl LocationIndex {
     /// Indexes `text`. Text that does not parse gives a partial index: serde reports the syntax
-    /// error itself, with its own location.
+    /// error itself, with its own location. Text over a limit of [`super::limits`] (a string
+    /// too long, nesting too deep, paths too many bytes in all) gives a partial index and its
+    /// [`breach`](Self::breach).
     pub fn build(text: &str) -> LocationIndex {
+        use super::limits;
         let mut index = LocationIndex::default();
         let mut stack: Vec<Frame> = Vec::new();
+        // Bytes of paths kept so far: each value's path, and each key's mapping path.
+        let mut kept = 0usize;
+        let mut values = 0usize;
         for event in Parser::new_from_str(text) {
             let Ok((event, span)) = event else { break };
             let here = Position {
                 line: span.start.line(),
                 column: span.start.col() + 1,
             };
+            let breach = match &event {
+                Event::Scalar(value, ..) if value.len() > limits::STRING_BYTES => Some(format!(
+                    "a string of {} bytes: longer than the limit of {}",
+                    value.len(),
+                    limits::bytes(limits::STRING_BYTES)
+                )),
+                Event::MappingStart(..) | Event::SequenceStart(..)
+                    if stack.len() >= limits::DEPTH =>
+                {
+                    Some(limits::depth_message())
+                }
+                Event::Scalar(..) | Event::MappingStart(..) | Event::SequenceStart(..)
+                    if values >= limits::YAML_VALUES =>
+                {
+                    Some(limits::values_message())
+                }
+                _ => {
+                    // An upper bound of what this event adds: its path (the parent's, a key or an
+                    // index, a separator) and, for a key, the key with its mapping's path again.
+                    let parent = match stack.last() {
+                        Some(Frame::Map { path, key }) => {
+                            path.len() + key.as_ref().map_or(0, String::len)
+                        }
+                        Some(Frame::Seq { path, .. }) => path.len(),
+                        None => 0,
+                    };
+                    let own = match &event {
+                        Event::Scalar(value, ..) => value.len(),
+                        _ => 0,
+                    };
+                    kept = kept.saturating_add(2 * (parent + own) + 24);
+                    (kept > limits::INDEX_BYTES).then(|| {
+                        format!(
+                            "nesting under long keys makes the YAML paths of this file more than {}: over the limit",
+                            limits::bytes(limits::INDEX_BYTES)
+                        )
+                    })
+                }
+            };
+            if matches!(
+                event,
+                Event::Scalar(..) | Event::MappingStart(..) | Event::SequenceStart(..)
+            ) {
+                values += 1;
+            }
+            if let Some(message) = breach {
+                let path = stack.last().and_then(Frame::child_path).unwrap_or_default();
+                index.breach = Some((here, path, message));
+                break;
+            }
             match event {
                 Event::Scalar(value, ..) => match stack.last_mut() {
                     Some(Frame::Map {
@@ -141,6 +200,11 @@ impl LocationIndex {
             }
         }
         index
+    }
+
+    /// Where and how the text broke an input limit, if it did.
+    pub fn breach(&self) -> Option<&(Position, String, String)> {
+        self.breach.as_ref()
     }
 
     /// The deepest path that starts exactly at `pos`, if any.

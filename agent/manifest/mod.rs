@@ -7,6 +7,7 @@
 
 mod conda;
 mod diagnostic;
+mod limits;
 mod load;
 mod locate;
 pub mod model;
