@@ -13,10 +13,24 @@
 use std::path::Path;
 
 /// Templates shipped with provision: (name, text).
-const BUILTIN: &[(&str, &str)] = &[(
-    "pyme/config.yaml.tera",
-    include_str!("../templates/pyme/config.yaml.tera"),
-)];
+const BUILTIN: &[(&str, &str)] = &[
+    (
+        "pyme/config.yaml.tera",
+        include_str!("../templates/pyme/config.yaml.tera"),
+    ),
+    (
+        "ipyparallel/ipcluster_config.py.tera",
+        include_str!("../templates/ipyparallel/ipcluster_config.py.tera"),
+    ),
+    (
+        "ipyparallel/ipcontroller_config.py.tera",
+        include_str!("../templates/ipyparallel/ipcontroller_config.py.tera"),
+    ),
+    (
+        "ipyparallel/engines_registered.py.tera",
+        include_str!("../templates/ipyparallel/engines_registered.py.tera"),
+    ),
+];
 
 /// Names of the shipped templates.
 pub fn builtin_names() -> Vec<&'static str> {
@@ -196,6 +210,86 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("invalid YAML"), "{err}");
+    }
+
+    fn ipp_context(node: &str, controller_roles: &[&str]) -> serde_json::Value {
+        json!({
+            "node": {"name": node, "address": "10.0.1.10"},
+            "nodes": [
+                {"name": "cl-0", "address": "10.0.1.10", "roles": controller_roles, "cores": null, "vars": {}},
+                {"name": "cl-1", "address": "10.0.1.11", "roles": ["engine"], "cores": 4, "vars": {}},
+                {"name": "cl-2", "address": "10.0.1.12", "roles": ["engine"], "cores": 4, "vars": {"ipp_engines": 1}},
+                {"name": "nas", "address": "10.0.1.2", "roles": [], "cores": 16, "vars": {}},
+            ],
+            "facts": {"cpus": 6},
+            "vars": {"ipp_python": "/home/ipp/venv/bin/python"},
+        })
+    }
+
+    #[test]
+    fn the_engine_list_comes_from_the_engine_nodes_and_n_is_their_sum() {
+        let out = render(
+            Path::new("/nonexistent"),
+            "ipyparallel/ipcluster_config.py.tera",
+            &ipp_context("cl-0", &["controller"]),
+        )
+        .unwrap();
+        assert!(
+            out.contains(
+                "c.SSHEngineSetLauncher.engines = {\n    \"cl-1\": 4,\n    \"cl-2\": 1,\n}\n"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("\nc.Cluster.n = 5\n"), "{out}");
+        assert!(out.contains("c.Cluster.engine_launcher_class = \"ssh\""));
+        assert!(out.contains("c.SSHLauncher.to_send = []"));
+        assert!(out.contains("c.SSHLauncher.remote_python = \"/home/ipp/venv/bin/python\""));
+        assert!(
+            !out.contains("cl-0\":"),
+            "the controller is unloaded: {out}"
+        );
+    }
+
+    #[test]
+    fn a_controller_with_the_engine_role_counts_its_own_cpus() {
+        let out = render(
+            Path::new("/nonexistent"),
+            "ipyparallel/ipcluster_config.py.tera",
+            &ipp_context("cl-0", &["controller", "engine"]),
+        )
+        .unwrap();
+        assert!(out.contains("    \"cl-0\": 6,\n"), "{out}");
+        assert!(out.contains("\nc.Cluster.n = 11\n"), "{out}");
+    }
+
+    #[test]
+    fn an_engine_node_whose_cores_the_controller_cannot_know_is_named() {
+        let mut ctx = ipp_context("cl-0", &["controller"]);
+        ctx["nodes"][1]["cores"] = serde_json::Value::Null;
+        let err = render(
+            Path::new("/nonexistent"),
+            "ipyparallel/ipcluster_config.py.tera",
+            &ctx,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("node cl-1 has the role engine but no cores:"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_controller_listens_on_its_cluster_address() {
+        let out = render(
+            Path::new("/nonexistent"),
+            "ipyparallel/ipcontroller_config.py.tera",
+            &ipp_context("cl-0", &["controller"]),
+        )
+        .unwrap();
+        assert!(out.contains("c.IPController.ip = \"10.0.1.10\""), "{out}");
+        assert!(out.contains("c.IPController.reuse_files = True"));
+        assert!(out.contains("c.IPController.db_class = \"SQLiteDB\""));
     }
 
     #[test]

@@ -50,6 +50,12 @@ pub fn order(vertices: &[Vertex<'_>]) -> Result<Order, Vec<String>> {
                         .get(format!("venv:{path}").as_str())
                         .or_else(|| by_id.get(format!("conda_env:{path}").as_str())),
                 ),
+                Need::File(path) => {
+                    deps[i].extend(by_id.get(format!("file:{path}").as_str()).or_else(|| {
+                        let key = path.strip_suffix(".pub")?;
+                        by_id.get(format!("ssh_key:{key}").as_str())
+                    }))
+                }
                 Need::Directory(dir) => {
                     for (j, other) in vertices.iter().enumerate() {
                         if let Some(p) = other.id.strip_prefix("directory:")
@@ -140,6 +146,27 @@ mod tests {
             v("user:pyme", &none, vec![]),
         ];
         assert_eq!(order(&vs).unwrap().sequence, vec![1, 0]);
+    }
+
+    #[test]
+    fn a_file_need_is_met_by_its_file_or_the_key_whose_public_half_it_is() {
+        let none: Vec<String> = vec![];
+        let vs = [
+            v(
+                "authorized_keys:/h/.ssh/authorized_keys",
+                &none,
+                vec![
+                    Need::File("/h/.ssh/id_ed25519.pub".into()),
+                    Need::File("/srv/extra.pub".into()),
+                ],
+            ),
+            v("file:/srv/extra.pub", &none, vec![]),
+            v("ssh_key:/h/.ssh/id_ed25519", &none, vec![]),
+            v("ssh_key:/h/.ssh/other", &none, vec![]),
+        ];
+        let o = order(&vs).unwrap();
+        assert_eq!(o.deps[0], BTreeSet::from([1, 2]));
+        assert_eq!(o.sequence, vec![1, 2, 0, 3]);
     }
 
     #[test]

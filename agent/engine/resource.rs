@@ -13,6 +13,9 @@ pub enum Need {
     Directory(String),
     /// A Python environment (a `venv:` or `conda_env:` resource) at this path must be made first.
     Env(String),
+    /// A file this resource reads: the `file:` resource that writes it, or the `ssh_key:` whose
+    /// public key it is (`<key>.pub`), comes first.
+    File(String),
 }
 
 /// One managed thing on the node. Observe and diff never change anything; only `apply` does, and

@@ -152,6 +152,11 @@ pub struct Node {
     /// Roles this node plays (e.g. `master`, `worker`); resources name the roles they apply to.
     #[serde(default)]
     pub roles: Vec<String>,
+    /// How many CPU cores the node has, for templates that size work for another node (the
+    /// ipyparallel controller's engine list). A node rendering its own files can use its facts
+    /// (`facts.cpus`) instead.
+    #[serde(default)]
+    pub cores: Option<u32>,
     /// Template variables for this node only.
     #[serde(default)]
     pub vars: Vars,
@@ -188,6 +193,15 @@ pub enum ResourceSpec {
     /// A Jupyter kernel: `share/jupyter/kernels/<name>/kernel.json` in a JupyterLab env or prefix,
     /// starting an environment's python with ipykernel.
     JupyterKernel(JupyterKernelSpec),
+    /// A user's SSH key pair (`id_ed25519` and `id_ed25519.pub`), made once and never replaced;
+    /// the private key is mode 0600 and never shown or backed up.
+    SshKey(SshKeySpec),
+    /// A marked block of public keys in an `authorized_keys` file; every other line is kept byte
+    /// for byte.
+    AuthorizedKeys(AuthorizedKeysSpec),
+    /// A marked block of cluster nodes' host keys in a `known_hosts` file (keys given in the
+    /// manifest, or read once with `ssh-keyscan`); every other line is kept byte for byte.
+    KnownHosts(KnownHostsSpec),
 }
 
 /// `present` (the default) or `absent`.
@@ -771,6 +785,118 @@ pub struct JupyterKernelSpec {
     pub after: Vec<String>,
 }
 
+/// The kind of key an `ssh_key` makes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SshKeyType {
+    /// Ed25519 (OpenSSH 6.5 and later): short keys, fast, no parameters to get wrong.
+    #[default]
+    Ed25519,
+}
+
+/// A user's SSH key pair, made once (as `ssh-keygen -t ed25519 -N ''` would) and never replaced.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SshKeySpec {
+    /// The private key's path, e.g. `/home/ipp/.ssh/id_ed25519`; the public key is `<path>.pub`.
+    pub path: String,
+    /// Owner of both files (the user whose key it is); default root. A missing folder (`~/.ssh`)
+    /// is made mode 0700, owned by them.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Group of both files; default the owner's primary group.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// The key type of a new key: `ed25519` (the default and, for now, the only one). An existing
+    /// key of any type is kept as it is.
+    #[serde(default, rename = "type")]
+    pub key_type: SshKeyType,
+    /// The comment of a new key; default `<owner>@<node>`.
+    #[serde(default)]
+    pub comment: Option<String>,
+    /// Apply only on nodes with one of these roles. With `nodes` also empty: every node.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Apply only on these nodes (by name).
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// Resource ids (`kind:key`, e.g. `user:pyme`) this resource must come after.
+    #[serde(default)]
+    pub after: Vec<String>,
+}
+
+/// Public keys allowed to log in as a user: a marked block in their `authorized_keys`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizedKeysSpec {
+    /// The file, e.g. `/home/ipp/.ssh/authorized_keys`.
+    pub path: String,
+    /// Owner of the file (the user who logs in with these keys); default root. The file is mode
+    /// 0600, and a missing `~/.ssh` is made mode 0700, as sshd's `StrictModes` wants.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Group of the file; default the owner's primary group.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Key lines as `authorized_keys` has them: `[options] type base64 [comment]`, e.g.
+    /// `ssh-ed25519 AAAAC3Nza... ipp@cl-0`.
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// Public key files on the node (absolute), read when the resource is applied: an
+    /// `ssh_key`'s `.pub` (which then comes first), a key on a shared filesystem.
+    #[serde(default)]
+    pub key_files: Vec<String>,
+    /// Apply only on nodes with one of these roles. With `nodes` also empty: every node.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Apply only on these nodes (by name).
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// Resource ids (`kind:key`, e.g. `user:pyme`) this resource must come after.
+    #[serde(default)]
+    pub after: Vec<String>,
+}
+
+/// The cluster nodes' SSH host keys: a marked block in a `known_hosts` file, so the first `ssh`
+/// to a node does not stop at "Are you sure you want to continue connecting?".
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KnownHostsSpec {
+    /// The file: a user's `~/.ssh/known_hosts`, or `/etc/ssh/ssh_known_hosts` for every user.
+    pub path: String,
+    /// Owner of the file; default root. The file is mode 0644.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Group of the file; default the owner's primary group.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Which cluster nodes are listed: those with one of these roles (default: every node). Each
+    /// is listed under its name, `name.domain` and its address.
+    #[serde(default)]
+    pub host_roles: Vec<String>,
+    /// Host keys by node name, as `ssh-keyscan` prints them without the host:
+    /// `ssh-ed25519 AAAAC3Nza...`. The secure way: the key is checked against what you wrote.
+    #[serde(default)]
+    pub keys: BTreeMap<String, Vec<String>>,
+    /// Read the keys of listed nodes that `keys` does not give with `ssh-keyscan`, once: a key in
+    /// the block is kept from then on, so a node whose key later changes is refused by ssh, as
+    /// it would be by hand (trust on first use). Default false: every node needs `keys`.
+    #[serde(default)]
+    pub scan: bool,
+    /// The nodes' SSH port (default 22); another port is written `[name]:port`.
+    #[serde(default = "default_ssh_port")]
+    pub port: u16,
+    /// Apply only on nodes with one of these roles. With `nodes` also empty: every node.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Apply only on these nodes (by name).
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// Resource ids (`kind:key`, e.g. `user:pyme`) this resource must come after.
+    #[serde(default)]
+    pub after: Vec<String>,
+}
+
 /// A command: a list (`[PYMERuleServer, -a, local]`) or one program name with `args:`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(untagged)]
@@ -989,6 +1115,9 @@ impl ResourceSpec {
             ResourceSpec::Venv(_) => "venv",
             ResourceSpec::CondaEnv(_) => "conda_env",
             ResourceSpec::JupyterKernel(_) => "jupyter_kernel",
+            ResourceSpec::SshKey(_) => "ssh_key",
+            ResourceSpec::AuthorizedKeys(_) => "authorized_keys",
+            ResourceSpec::KnownHosts(_) => "known_hosts",
         }
     }
 
@@ -1006,6 +1135,9 @@ impl ResourceSpec {
             ResourceSpec::Venv(v) => &v.path,
             ResourceSpec::CondaEnv(c) => return c.prefix_path().into(),
             ResourceSpec::JupyterKernel(k) => &k.name,
+            ResourceSpec::SshKey(k) => &k.path,
+            ResourceSpec::AuthorizedKeys(a) => &a.path,
+            ResourceSpec::KnownHosts(k) => &k.path,
         };
         key.into()
     }
@@ -1038,6 +1170,9 @@ impl ResourceSpec {
             ResourceSpec::Venv(s) => scope!(s),
             ResourceSpec::CondaEnv(s) => scope!(s),
             ResourceSpec::JupyterKernel(s) => scope!(s),
+            ResourceSpec::SshKey(s) => scope!(s),
+            ResourceSpec::AuthorizedKeys(s) => scope!(s),
+            ResourceSpec::KnownHosts(s) => scope!(s),
         }
     }
 }
@@ -1048,6 +1183,10 @@ fn default_hosts_path() -> String {
 
 fn default_gpu_name() -> String {
     "nvidia".to_owned()
+}
+
+fn default_ssh_port() -> u16 {
+    22
 }
 
 fn default_python() -> String {

@@ -282,6 +282,14 @@ impl Validator<'_> {
                     );
                 }
             }
+            if n.cores == Some(0) {
+                self.error(
+                    &node.origin,
+                    "cores",
+                    "a node has at least one core".into(),
+                    "give the node's number of CPU cores, or leave cores: out",
+                );
+            }
             for (i, role) in n.roles.iter().enumerate() {
                 if role.is_empty() || role.contains(char::is_whitespace) {
                     self.error(
@@ -446,6 +454,9 @@ impl Validator<'_> {
                 ResourceSpec::Venv(v) => self.venv(o, v),
                 ResourceSpec::CondaEnv(c) => self.conda_env(o, c),
                 ResourceSpec::JupyterKernel(k) => self.kernel(o, k),
+                ResourceSpec::SshKey(k) => self.ssh_key(o, k),
+                ResourceSpec::AuthorizedKeys(a) => self.authorized_keys(o, a),
+                ResourceSpec::KnownHosts(k) => self.known_hosts(o, k, &roles),
             }
             self.scope_refs(r.value.scope(), &roles, o, kind);
         }
@@ -1170,6 +1181,131 @@ impl Validator<'_> {
         }
     }
 
+    fn ssh_key(&mut self, o: &Origin, k: &super::model::SshKeySpec) {
+        self.path(o, "ssh_key", &k.path);
+        if k.path.ends_with(".pub") {
+            self.error(
+                o,
+                "ssh_key.path",
+                format!("path `{}` names a public key", k.path),
+                "give the private key's path, e.g. /home/ipp/.ssh/id_ed25519; the public key is that path with .pub",
+            );
+        }
+        if let Some(c) = &k.comment
+            && c.contains(['\n', '\r'])
+        {
+            self.error(
+                o,
+                "ssh_key.comment",
+                "a key comment must be one line".into(),
+                "write e.g. ipp@cl-0",
+            );
+        }
+    }
+
+    fn authorized_keys(&mut self, o: &Origin, a: &super::model::AuthorizedKeysSpec) {
+        self.path(o, "authorized_keys", &a.path);
+        for (i, key) in a.keys.iter().enumerate() {
+            if let Some(problem) = crate::resources::authorized_keys::key_problem(key) {
+                self.error(
+                    o,
+                    &format!("authorized_keys.keys[{i}]"),
+                    problem,
+                    "paste the line of the .pub file (ssh-ed25519 AAAA... comment), with authorized_keys options before it if any",
+                );
+            }
+        }
+        for (i, file) in a.key_files.iter().enumerate() {
+            if let Some(problem) = path_problem(file) {
+                self.error(
+                    o,
+                    &format!("authorized_keys.key_files[{i}]"),
+                    format!("key file `{file}` {problem}"),
+                    "write the public key file's absolute path on the node, e.g. /home/ipp/.ssh/id_ed25519.pub",
+                );
+            }
+        }
+    }
+
+    fn known_hosts(
+        &mut self,
+        o: &Origin,
+        k: &super::model::KnownHostsSpec,
+        roles: &BTreeSet<&str>,
+    ) {
+        self.path(o, "known_hosts", &k.path);
+        for (i, role) in k.host_roles.iter().enumerate() {
+            if !roles.contains(role.as_str()) {
+                self.error(
+                    o,
+                    &format!("known_hosts.host_roles[{i}]"),
+                    format!("no node has the role `{role}`"),
+                    &format!(
+                        "known roles: {}",
+                        roles.iter().copied().collect::<Vec<_>>().join(", ")
+                    ),
+                );
+            }
+        }
+        let listed: Vec<&str> = self
+            .m
+            .nodes
+            .iter()
+            .map(|n| &n.value)
+            .filter(|n| k.host_roles.is_empty() || n.roles.iter().any(|r| k.host_roles.contains(r)))
+            .map(|n| n.name.as_str())
+            .collect();
+        for (name, keys) in &k.keys {
+            if !listed.contains(&name.as_str()) {
+                let why = if self.m.nodes.iter().any(|n| &n.value.name == name) {
+                    "is not one of the nodes this known_hosts lists (host_roles)"
+                } else {
+                    "is not a node of this manifest"
+                };
+                self.error(
+                    o,
+                    &format!("known_hosts.keys.{name}"),
+                    format!("`{name}` {why}"),
+                    "give keys by the name of a listed node",
+                );
+            }
+            for (i, key) in keys.iter().enumerate() {
+                if let Some(problem) = crate::resources::known_hosts::key_problem(key) {
+                    self.error(o, &format!("known_hosts.keys.{name}[{i}]"), problem, "`ssh-keyscan -t ed25519 HOST` prints `HOST ssh-ed25519 AAAA...`: write the part after the host");
+                }
+            }
+            if keys.is_empty() {
+                self.error(
+                    o,
+                    &format!("known_hosts.keys.{name}"),
+                    format!("no keys for `{name}`"),
+                    "give at least one host key, or leave the node out of keys: with scan: true",
+                );
+            }
+        }
+        let unkeyed: Vec<&str> = listed
+            .iter()
+            .copied()
+            .filter(|n| !k.keys.contains_key(*n))
+            .collect();
+        if !k.scan && !unkeyed.is_empty() {
+            self.error(
+                o,
+                "known_hosts",
+                format!("no host keys for {} and scan: is off", unkeyed.join(", ")),
+                "give each node's keys under keys: (the secure way: from `ssh-keyscan` run where you trust the network, or the node's /etc/ssh/ssh_host_*_key.pub), or set scan: true to read them once at the first apply",
+            );
+        }
+        if k.port == 0 {
+            self.error(
+                o,
+                "known_hosts.port",
+                "port 0 is not a port".into(),
+                "give the nodes' SSH port (1-65535), or leave it out for 22",
+            );
+        }
+    }
+
     fn path(&mut self, origin: &Origin, kind: &str, path: &str) {
         if let Some(problem) = path_problem(path) {
             self.error(
@@ -1360,6 +1496,9 @@ impl Validator<'_> {
                 ResourceSpec::Mount(m) => (m.owner.as_deref(), m.group.as_deref()),
                 ResourceSpec::Venv(v) => (v.owner.as_deref(), v.group.as_deref()),
                 ResourceSpec::CondaEnv(c) => (c.owner.as_deref(), c.group.as_deref()),
+                ResourceSpec::SshKey(k) => (k.owner.as_deref(), k.group.as_deref()),
+                ResourceSpec::AuthorizedKeys(a) => (a.owner.as_deref(), a.group.as_deref()),
+                ResourceSpec::KnownHosts(k) => (k.owner.as_deref(), k.group.as_deref()),
                 _ => (None, None),
             };
             let mut refs: Vec<(String, &str, &str, &str, &str)> = Vec::new();

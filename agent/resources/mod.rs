@@ -5,6 +5,8 @@
 //! becomes a failed step; the others still run.
 
 mod accounts;
+pub mod authorized_keys;
+mod block;
 pub mod cifs;
 pub mod conda;
 pub mod condarc;
@@ -14,11 +16,14 @@ pub mod fstab;
 mod gpu;
 mod hosts;
 mod kernel;
+pub mod known_hosts;
 mod mount;
 mod ownership;
 pub mod pip;
 mod progress;
 pub mod service;
+mod ssh;
+mod ssh_key;
 mod venv;
 
 use std::path::Path;
@@ -26,21 +31,25 @@ use std::path::Path;
 use serde_json::json;
 
 pub use accounts::{Group, User};
+pub use authorized_keys::AuthorizedKeys;
 pub use conda::CondaEnv;
 pub use directory::Directory;
 pub use file::{Content, File};
 pub use gpu::GpuCheck;
 pub use hosts::Hosts;
 pub use kernel::JupyterKernel;
+pub use known_hosts::KnownHosts;
 pub use mount::Mount;
 pub use ownership::Ownership;
 pub use service::Service;
+pub use ssh_key::SshKey;
 pub use venv::Venv;
 
 use crate::engine::{Need, Reconcile, Step};
 use crate::facts::Facts;
 use crate::manifest::model::{
-    CondaSettings, DEFAULT_CONDA_PKGS, JupyterKernelSpec, MountSpec, PipGroup, ResourceSpec, State,
+    CondaSettings, DEFAULT_CONDA_PKGS, JupyterKernelSpec, KnownHostsSpec, MountSpec, PipGroup,
+    ResourceSpec, State,
 };
 use crate::manifest::{Manifest, NodeSelection};
 use crate::secret::Secret;
@@ -64,7 +73,7 @@ pub fn template_context(m: &Manifest, sel: &NodeSelection<'_>, facts: &Facts) ->
         .map(|(k, v)| (k.clone(), v.value.clone()))
         .collect();
     vars.extend(sel.node.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let node_json = |n: &crate::manifest::model::Node| json!({"name": n.name, "address": n.address, "roles": n.roles, "aliases": n.aliases});
+    let node_json = |n: &crate::manifest::model::Node| json!({"name": n.name, "address": n.address, "roles": n.roles, "aliases": n.aliases, "cores": n.cores, "vars": n.vars});
     let cluster = m.cluster.as_ref().map(|c| &c.value);
     json!({
         "node": node_json(sel.node),
@@ -316,6 +325,26 @@ fn build_one(
             group: c.group.clone(),
         }),
         ResourceSpec::JupyterKernel(k) => Box::new(build_kernel(m, sel, k)),
+        ResourceSpec::SshKey(k) => Box::new(SshKey {
+            path: k.path.clone(),
+            owned: ssh::Owned {
+                owner: k.owner.clone(),
+                group: k.group.clone(),
+            },
+            comment: k.comment.clone().unwrap_or_else(|| {
+                format!("{}@{}", k.owner.as_deref().unwrap_or("root"), sel.node.name)
+            }),
+        }),
+        ResourceSpec::AuthorizedKeys(a) => Box::new(AuthorizedKeys {
+            path: a.path.clone(),
+            owned: ssh::Owned {
+                owner: a.owner.clone(),
+                group: a.group.clone(),
+            },
+            keys: a.keys.clone(),
+            key_files: a.key_files.clone(),
+        }),
+        ResourceSpec::KnownHosts(k) => Box::new(build_known_hosts(m, k)),
         // Validation has checked that both versions parse.
         ResourceSpec::Gpu(g) => Box::new(GpuCheck {
             name: g.name.clone(),
@@ -334,6 +363,41 @@ fn build_one(
             },
         }),
     })
+}
+
+/// The nodes a `known_hosts` lists (those with one of `host_roles`, or all), each under its
+/// name, `name.domain`, aliases and address.
+fn build_known_hosts(m: &Manifest, k: &KnownHostsSpec) -> KnownHosts {
+    let hosts = m
+        .nodes
+        .iter()
+        .map(|n| &n.value)
+        .filter(|n| k.host_roles.is_empty() || n.roles.iter().any(|r| k.host_roles.contains(r)))
+        .map(|n| {
+            let mut patterns = vec![n.name.clone()];
+            if let Some(domain) = m.domain() {
+                patterns.push(format!("{}.{domain}", n.name));
+            }
+            patterns.extend(n.aliases.iter().cloned());
+            patterns.push(n.address.clone());
+            known_hosts::Listed {
+                name: n.name.clone(),
+                patterns,
+                address: n.address.clone(),
+                pinned: k.keys.get(&n.name).cloned().unwrap_or_default(),
+            }
+        })
+        .collect();
+    KnownHosts {
+        path: k.path.clone(),
+        owned: ssh::Owned {
+            owner: k.owner.clone(),
+            group: k.group.clone(),
+        },
+        hosts,
+        scan: k.scan,
+        port: k.port,
+    }
 }
 
 /// A kernel; the first present kernel of its prefix (in manifest order) prunes provision's other
