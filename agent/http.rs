@@ -178,7 +178,7 @@ impl Engine {
                     let to = attempt.url().to_string();
                     attempt.error(NotHttps(to))
                 } else if attempt.previous().len() >= 5 {
-                    attempt.error(NotHttps("a sixth redirect".into()))
+                    attempt.error("more than 5 redirects")
                 } else {
                     attempt.follow()
                 }

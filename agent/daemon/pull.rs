@@ -9,7 +9,7 @@
 //! unpacks it, loads it like a SIGHUP reload and, only if its manifest is accepted, makes it the
 //! last good one; a bundle refused for its signature, format or manifest changes nothing, is
 //! reported (`pull.last_error`, the log) and is not offered again until the server's copy
-//! changes.
+//! changes. After each poll the code pages it ran are handed back, as after a reconcile.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
@@ -163,7 +163,12 @@ pub(super) fn start_poller(
             let mut last_error = String::new();
             loop {
                 std::thread::sleep(fetch::jittered(pull.interval, fetch::unit()));
-                match fetch::fetch(&pull.source, &known) {
+                let fetched = fetch::fetch(&pull.source, &known);
+                // The client's code (TLS, HTTP) need not stay resident until the next poll: handed
+                // back as after a reconcile (trim.rs), it comes back with minor faults.
+                let kb = super::trim::release_code_pages();
+                tracing::debug!(kb, "handed back the code pages of the poll");
+                match fetched {
                     Ok(Fetched::NotModified) => {
                         board.pulled(Ok("not modified"));
                         last_error.clear();
