@@ -15,7 +15,7 @@
 //! an unreachable host is reported unreachable. Everything is dropped at the end: no process,
 //! mount namespace or interface is left.
 //!
-//! `ansible-test sanity` and `ansible-lint` of the collection are in tests/ansible_lint.rs.
+//! `ansible-test sanity` and `ansible-lint` of the collection are in tests/ansible_sanity.rs.
 //!
 //! Skipped (`SKIP ansible: <reason>`) without root, overlayfs, sshd/ssh/ssh-keygen, strip, or the
 //! ansible venv (`target/ansible-venv`, made by `.ci/run`; or `$PROVISION_ANSIBLE_VENV`).
@@ -35,16 +35,8 @@ const NODES: usize = 10;
 const RUN_LIMIT: Duration = Duration::from_secs(300);
 const SECRET: &str = "Fleet-Test-Share-Pass-7d1";
 
-/// The ansible-core venv: `$PROVISION_ANSIBLE_VENV`, or `target/ansible-venv` (`.ci/run`).
 fn venv() -> PathBuf {
-    std::env::var_os("PROVISION_ANSIBLE_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_TARGET_TMPDIR"))
-                .parent()
-                .unwrap()
-                .join("ansible-venv")
-        })
+    common::ansible_venv()
 }
 
 fn fixtures() -> PathBuf {

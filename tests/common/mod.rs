@@ -555,3 +555,16 @@ pub fn marked(marker: &str) -> Vec<i32> {
         })
         .collect()
 }
+
+/// The venv with the pinned ansible-core and ansible-lint that `.ci/run` makes for the Ansible
+/// collection's tests: `$PROVISION_ANSIBLE_VENV`, else `ansible-venv` in the target folder.
+pub fn ansible_venv() -> PathBuf {
+    std::env::var_os("PROVISION_ANSIBLE_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_TARGET_TMPDIR"))
+                .parent()
+                .unwrap()
+                .join("ansible-venv")
+        })
+}
