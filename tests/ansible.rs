@@ -48,10 +48,17 @@ fn fixtures() -> PathBuf {
 struct Controller {
     tmp: tempfile::TempDir,
     binary: PathBuf,
+    limit: Duration,
 }
 
 impl Controller {
     fn new() -> Controller {
+        Controller::with(NODES, None, RUN_LIMIT)
+    }
+
+    /// A controller running `forks` hosts at once, shipping `binary` (default: a stripped copy
+    /// of the test's), each run killed after `limit`.
+    fn with(forks: usize, binary: Option<PathBuf>, limit: Duration) -> Controller {
         let tmp = tempfile::tempdir().unwrap();
         let t = tmp.path();
         for d in [
@@ -73,14 +80,17 @@ impl Controller {
             .arg(t.join("id_ed25519"));
         let (code, out, err) = run_limited(keygen, "ssh-keygen", RUN_LIMIT);
         assert_eq!(code, 0, "{out}{err}");
-        let binary = t.join("provision");
-        let mut strip = Command::new("strip");
-        strip
-            .args(["--strip-debug", "-o"])
-            .arg(&binary)
-            .arg(env!("CARGO_BIN_EXE_provision"));
-        let (code, out, err) = run_limited(strip, "strip", RUN_LIMIT);
-        assert_eq!(code, 0, "{out}{err}");
+        let binary = binary.unwrap_or_else(|| {
+            let binary = t.join("provision");
+            let mut strip = Command::new("strip");
+            strip
+                .args(["--strip-debug", "-o"])
+                .arg(&binary)
+                .arg(env!("CARGO_BIN_EXE_provision"));
+            let (code, out, err) = run_limited(strip, "strip", RUN_LIMIT);
+            assert_eq!(code, 0, "{out}{err}");
+            binary
+        });
         let d = t.display();
         std::fs::write(
             t.join("ansible.cfg"),
@@ -91,7 +101,7 @@ local_tmp = {d}/local
 remote_user = root
 private_key_file = {d}/id_ed25519
 interpreter_python = /usr/bin/python3
-forks = {NODES}
+forks = {forks}
 host_key_checking = True
 retry_files_enabled = False
 timeout = 10
@@ -108,7 +118,7 @@ ssh_args = -F /dev/null -o UserKnownHostsFile={d}/known_hosts -o StrictHostKeyCh
             ),
         )
         .unwrap();
-        Controller { tmp, binary }
+        Controller { tmp, binary, limit }
     }
 
     fn public_key(&self) -> String {
@@ -145,7 +155,7 @@ ssh_args = -F /dev/null -o UserKnownHostsFile={d}/known_hosts -o StrictHostKeyCh
                 .env("ANSIBLE_LOAD_CALLBACK_PLUGINS", "1")
                 .env("ANSIBLE_CALLBACK_TREE_DIR", tree);
         }
-        run_limited(cmd, &format!("{tool} {args:?}"), RUN_LIMIT)
+        run_limited(cmd, &format!("{tool} {args:?}"), self.limit)
     }
 
     /// `TOOL ARGS` with ansible-core's `tree` callback on: the result of each host's last task
@@ -607,4 +617,192 @@ fn a_fleet_of_ten_converges_over_ssh_from_one_playbook() {
         host_ifaces,
         "an interface is left"
     );
+}
+
+// ------------------------------------------------------------------------------------------------
+// The benchmark (bench/ansible.sh; ignored by `cargo test`): the fleet manifest's work over N
+// simulated nodes, first run and no-op run, once with the provision collection and once written
+// with Ansible's own modules (bench/ansible/native.yml), each on a fresh fleet.
+
+/// The sum of VmRSS (KiB) of `pids`.
+fn rss_kib(pids: &[u32]) -> u64 {
+    pids.iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// Runs `f`, sampling every 50 ms the resident memory of everything on the LAN (the controller:
+/// ansible, its forks, ssh): wall time, peak of the sum (KiB), and what `f` gave.
+fn measured<T>(lan: &Lan, f: impl FnOnce() -> T) -> (Duration, u64, T) {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let started = std::time::Instant::now();
+    let (peak, out) = std::thread::scope(|s| {
+        let sampler = s.spawn(|| {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_kib(&lan.inside()));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            peak
+        });
+        let out = f();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (sampler.join().unwrap(), out)
+    });
+    (started.elapsed(), peak, out)
+}
+
+/// The fleet fixture for `n` nodes in `dir`, laid out as in the repository (the launcher's
+/// `source:` reaches `manifests/pyme/` by a relative path): the top manifest's path.
+fn fleet_tree(dir: &Path, n: usize) -> PathBuf {
+    let fleet = dir.join("tests/fixtures/ansible/fleet");
+    std::fs::create_dir_all(fleet.join("secrets")).unwrap();
+    std::fs::create_dir_all(dir.join("manifests/pyme")).unwrap();
+    for f in ["cluster.yaml", "motd.tera", "secrets/lab-share"] {
+        std::fs::copy(fixtures().join("fleet").join(f), fleet.join(f)).unwrap();
+    }
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/pyme/nodeserver.py"),
+        dir.join("manifests/pyme/nodeserver.py"),
+    )
+    .unwrap();
+    let mut nodes = String::from("nodes:\n");
+    for i in 1..=n {
+        let roles = if i == 1 {
+            "[master, worker]"
+        } else {
+            "[worker]"
+        };
+        nodes.push_str(&format!(
+            "  - {{name: node{i:03}, address: {}, roles: {roles}}}\n",
+            bench_address(i)
+        ));
+    }
+    std::fs::write(fleet.join("nodes.yaml"), nodes).unwrap();
+    fleet.join("cluster.yaml")
+}
+
+fn bench_address(i: usize) -> String {
+    format!("10.80.{}.{}", i / 200, 10 + i % 200)
+}
+
+/// A fresh fleet of `n` nodes on a LAN, with sshd, for `ctl`.
+fn fleet(ctl: &Controller, n: usize) -> (Lan, Vec<Node>) {
+    let mut lan = Lan::new("10.80.3.1", 16);
+    let key = ctl.public_key();
+    let mut nodes = Vec::new();
+    let mut known = String::new();
+    for i in 1..=n {
+        let mut node = Node::new(&format!("node{i:03}"), &bench_address(i));
+        lan.attach(&node);
+        known.push_str(&node.start_sshd(&key));
+        nodes.push(node);
+    }
+    std::fs::write(ctl.tmp.path().join("known_hosts"), known).unwrap();
+    (lan, nodes)
+}
+
+/// Every host of a run ok, and `changed` (Some: exactly 1 or 0 changed tasks; None: any).
+#[track_caller]
+fn all_ok(out: &str, n: usize, changed: Option<bool>) {
+    for i in 1..=n {
+        let host = format!("node{i:03}");
+        assert_eq!(recap_count(out, &host, "failed"), Some(0), "{host}: {out}");
+        assert_eq!(
+            recap_count(out, &host, "unreachable"),
+            Some(0),
+            "{host}: {out}"
+        );
+        match changed {
+            Some(true) => assert!(
+                recap_count(out, &host, "changed") > Some(0),
+                "{host}: {out}"
+            ),
+            Some(false) => assert_eq!(recap_count(out, &host, "changed"), Some(0), "{host}: {out}"),
+            None => {}
+        }
+    }
+}
+
+#[test]
+#[ignore = "a benchmark: bash bench/ansible.sh"]
+fn bench_provision_collection_against_native_modules() {
+    if let Some(why) = common::netns::unavailable(&["sshd", "ssh", "ssh-keygen", "strip"]) {
+        eprintln!("SKIP ansible bench: {why}");
+        return;
+    }
+    let sizes: Vec<usize> = std::env::var("ANSIBLE_BENCH_NODES")
+        .unwrap_or_else(|_| "10".into())
+        .split(',')
+        .map(|n| n.trim().parse().expect("ANSIBLE_BENCH_NODES: numbers"))
+        .collect();
+    let forks: usize = std::env::var("ANSIBLE_BENCH_FORKS")
+        .map(|f| f.parse().expect("ANSIBLE_BENCH_FORKS: a number"))
+        .unwrap_or(10);
+    let binary = std::env::var_os("PROVISION_BENCH_BINARY").map(PathBuf::from);
+    println!(
+        "ansible bench: binary {}, forks {forks}, pipelining on",
+        binary
+            .as_deref()
+            .map_or("the test's (debug, stripped)".into(), |b| b
+                .display()
+                .to_string())
+    );
+    let limit = Duration::from_secs(30 * 60);
+    let native = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/ansible/native.yml");
+    let site = fixtures().join("site.yml");
+    for n in sizes {
+        let ctl = Controller::with(forks, binary.clone(), limit);
+        let manifest = fleet_tree(&ctl.tmp.path().join("tree"), n);
+        let manifest = manifest.to_str().unwrap().to_owned();
+        let bin = format!("provision_binary={}", ctl.binary.display());
+        let fleet_dir = format!(
+            "fleet_dir={} launcher={}",
+            Path::new(&manifest).parent().unwrap().display(),
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("manifests/pyme/nodeserver.py")
+                .display()
+        );
+        let mut row = Vec::new();
+        for (what, playbook, extra) in [
+            ("provision", site.to_str().unwrap(), bin.as_str()),
+            ("native", native.to_str().unwrap(), fleet_dir.as_str()),
+        ] {
+            let t = std::time::Instant::now();
+            let (lan, nodes) = fleet(&ctl, n);
+            let setup = t.elapsed();
+            let args = ["-i", manifest.as_str(), playbook, "-e", extra];
+            let (first, first_peak, (code, out, err)) =
+                measured(&lan, || ctl.run(&lan, "ansible-playbook", &args));
+            assert_eq!(code, 0, "{what} first run over {n}:\n{out}\n{err}");
+            all_ok(&out, n, Some(true));
+            let (noop, noop_peak, (code, out, err)) =
+                measured(&lan, || ctl.run(&lan, "ansible-playbook", &args));
+            assert_eq!(code, 0, "{what} no-op run over {n}:\n{out}\n{err}");
+            all_ok(&out, n, Some(false));
+            println!(
+                "ansible bench: {n} nodes, {what}: first run {:.1} s (controller peak {} MiB), no-op run {:.1} s (peak {} MiB); fleet setup {:.1} s",
+                first.as_secs_f64(),
+                first_peak / 1024,
+                noop.as_secs_f64(),
+                noop_peak / 1024,
+                setup.as_secs_f64()
+            );
+            row.push((first, noop));
+            drop(nodes);
+            drop(lan);
+        }
+        println!(
+            "ansible bench: {n} nodes: no-op run native/provision {:.1}x, first run {:.1}x; provision no-op per host {:.0} ms, native {:.0} ms",
+            row[1].1.as_secs_f64() / row[0].1.as_secs_f64(),
+            row[1].0.as_secs_f64() / row[0].0.as_secs_f64(),
+            row[0].1.as_secs_f64() * 1000.0 / n as f64,
+            row[1].1.as_secs_f64() * 1000.0 / n as f64
+        );
+    }
 }
