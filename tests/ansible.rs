@@ -262,40 +262,9 @@ fn written(node: &Node) -> BTreeMap<PathBuf, String> {
         "var/log/btmp",
         "var/log/lastlog",
     ];
-    let upper = node.upper();
-    let mut out = BTreeMap::new();
-    let mut stack = vec![upper.clone()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            let rel = path.strip_prefix(&upper).unwrap().to_path_buf();
-            if NOISE.iter().any(|n| rel.starts_with(n)) {
-                continue;
-            }
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            let what = if meta.is_dir() {
-                stack.push(path.clone());
-                "dir".to_owned()
-            } else if meta.is_file() {
-                use sha2::Digest;
-                let digest = sha2::Sha256::digest(std::fs::read(&path).unwrap());
-                let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-                format!("file {hex}")
-            } else {
-                format!("special {:o} rdev {}", meta.mode(), meta.rdev())
-            };
-            out.insert(
-                rel,
-                format!(
-                    "{what} mode={:o} uid={} gid={}",
-                    meta.mode() & 0o7777,
-                    meta.uid(),
-                    meta.gid()
-                ),
-            );
-        }
-    }
-    out
+    common::snapshot_except(&node.upper(), |rel| {
+        NOISE.iter().any(|n| rel.starts_with(n))
+    })
 }
 
 #[test]

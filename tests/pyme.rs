@@ -217,15 +217,7 @@ impl Overlays {
 
 impl Drop for Overlays {
     fn drop(&mut self) {
-        for _ in 0..3 {
-            for pid in self.inside() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        common::netns::kill_all(|| self.inside());
         let _ = self.holder.kill();
         let _ = self.holder.wait();
         common::reap_adopted();
