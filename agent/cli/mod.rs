@@ -416,7 +416,7 @@ fn validate(path: &Path, json: bool) -> Result<u8, UsageError> {
     match parsed {
         Ok(m) => {
             if json {
-                println!("{}", serde_json::json!({"valid": true, "errors": []}));
+                println!("{}", valid_json(&m));
             } else {
                 println!(
                     "{}: valid ({} nodes, {} resources, {} files)",
@@ -434,6 +434,43 @@ fn validate(path: &Path, json: bool) -> Result<u8, UsageError> {
         }
         Err(d) => Err(d.into()),
     }
+}
+
+/// `validate --json` for a valid manifest: besides `valid` and `errors`, what a tool driving
+/// provision from elsewhere needs (docs/report.md): the cluster, the top-level vars, every node
+/// with its own vars, and the files the manifest reads.
+fn valid_json(m: &manifest::Manifest) -> serde_json::Value {
+    let nodes: Vec<serde_json::Value> = m
+        .nodes
+        .iter()
+        .map(|n| {
+            let n = &n.value;
+            serde_json::json!({
+                "address": n.address,
+                "aliases": n.aliases,
+                "name": n.name,
+                "roles": n.roles,
+                "vars": n.vars,
+            })
+        })
+        .collect();
+    let vars: serde_json::Map<String, serde_json::Value> = m
+        .vars
+        .iter()
+        .map(|(k, v)| (k.clone(), v.value.clone()))
+        .collect();
+    let cluster = m
+        .cluster
+        .as_ref()
+        .map(|c| serde_json::json!({"domain": c.value.domain, "name": c.value.name}));
+    serde_json::json!({
+        "cluster": cluster,
+        "errors": [],
+        "files": m.files_read(),
+        "nodes": nodes,
+        "valid": true,
+        "vars": vars,
+    })
 }
 
 fn apply(args: &ApplyArgs, plan: bool) -> Result<u8, UsageError> {

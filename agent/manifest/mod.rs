@@ -126,3 +126,78 @@ impl Manifest {
             .and_then(|c| c.value.domain.as_deref())
     }
 }
+
+/// A file the manifest reads on the machine running provision: what a tool that runs provision
+/// somewhere else (the Ansible collection) must copy there with it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReadFile {
+    /// `manifest` (the top file or an `include:`), `template` (a `template:` that is a file, not
+    /// a shipped one), `source` (a file's `source:`), `password_file` (a mount's credentials) or
+    /// `conda_from` (a `conda_env`'s environment file).
+    pub kind: &'static str,
+    /// The path as provision opens it: the folder of the manifest file that names it joined with
+    /// what is written there (an absolute path stays as written).
+    pub path: PathBuf,
+    /// The value as written in the manifest (the top manifest: the path it was given as).
+    pub written: String,
+}
+
+impl Manifest {
+    /// Every file this manifest reads on the machine running provision, each once, in the order
+    /// it is met: the manifest's own files (the top one first), then, resource by resource,
+    /// templates that are files beside the manifest, `source:` files, `password_file:`s and
+    /// `conda_env` `from:` files. Shipped templates are part of the binary and not listed; local
+    /// conda channel folders are not listed either.
+    pub fn files_read(&self) -> Vec<ReadFile> {
+        let mut out: Vec<ReadFile> = self
+            .sources
+            .iter()
+            .map(|s| ReadFile {
+                kind: "manifest",
+                path: s.path.clone(),
+                written: s.path.display().to_string(),
+            })
+            .collect();
+        for r in &self.resources {
+            let dir = self.dir_of(&r.origin);
+            let mut add = |kind: &'static str, written: &str| {
+                let path = dir.join(written);
+                if !out.iter().any(|f| f.path == path) {
+                    out.push(ReadFile {
+                        kind,
+                        path,
+                        written: written.to_owned(),
+                    });
+                }
+            };
+            match &r.value {
+                ResourceSpec::File(f) => {
+                    if let Some(t) = &f.template
+                        && dir.join(t).is_file()
+                    {
+                        add("template", t);
+                    }
+                    if let Some(s) = &f.source {
+                        add("source", s);
+                    }
+                }
+                ResourceSpec::Mount(m) => {
+                    if let Some(p) = m
+                        .credentials
+                        .as_ref()
+                        .and_then(|c| c.password_file.as_ref())
+                    {
+                        add("password_file", p);
+                    }
+                }
+                ResourceSpec::CondaEnv(c) => {
+                    if let Some(from) = &c.from {
+                        add("conda_from", from);
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+}

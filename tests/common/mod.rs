@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod tls;
+pub mod netns;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -108,24 +109,35 @@ impl Sandbox {
 }
 
 pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
+    snapshot_except(root, |_| false)
+}
+
+/// [`snapshot`] without the entries (and what is below them) whose path relative to `root`
+/// `skip` picks. Special files (an overlay's whiteouts) show as their mode and device.
+pub fn snapshot_except(root: &Path, skip: impl Fn(&Path) -> bool) -> BTreeMap<PathBuf, String> {
     let mut out = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let entry = entry.unwrap();
             let path = entry.path();
+            let rel = path.strip_prefix(root).unwrap().to_path_buf();
+            if skip(&rel) {
+                continue;
+            }
             let meta = std::fs::symlink_metadata(&path).unwrap();
             let what = if meta.is_dir() {
                 stack.push(path.clone());
                 "dir".to_owned()
             } else if meta.file_type().is_symlink() {
                 format!("link {}", std::fs::read_link(&path).unwrap().display())
-            } else {
+            } else if meta.is_file() {
                 let digest = Sha256::digest(std::fs::read(&path).unwrap());
                 let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
                 format!("file {hex}")
+            } else {
+                format!("special {:o} rdev {}", meta.mode(), meta.rdev())
             };
-            let rel = path.strip_prefix(root).unwrap().to_path_buf();
             out.insert(
                 rel,
                 format!(
@@ -563,4 +575,17 @@ pub fn marked(marker: &str) -> Vec<i32> {
                 .then_some(pid)
         })
         .collect()
+}
+
+/// The venv with the pinned ansible-core and ansible-lint that `.ci/run` makes for the Ansible
+/// collection's tests: `$PROVISION_ANSIBLE_VENV`, else `ansible-venv` in the target folder.
+pub fn ansible_venv() -> PathBuf {
+    std::env::var_os("PROVISION_ANSIBLE_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_TARGET_TMPDIR"))
+                .parent()
+                .unwrap()
+                .join("ansible-venv")
+        })
 }
