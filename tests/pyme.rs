@@ -30,6 +30,8 @@
 
 mod common;
 
+use common::netns::{Node, NodeOptions, PATH, cmdline, live_pids, mnt_ns, run_limited};
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -47,7 +49,6 @@ const STEP_LIMIT: Duration = Duration::from_secs(90);
 /// The node server launcher of `manifests/pyme-cluster.yaml` (PYME's own, asking zeroconf by
 /// multicast).
 const LAUNCHER: &str = "/opt/pyme/libexec/pyme-nodeserver.py";
-const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const COVERED: [&str; 5] = ["/etc", "/opt", "/srv", "/var", "/root"];
 const PORTS: [u16; 3] = [15346, 15347, 15348];
 
@@ -116,27 +117,6 @@ fn pypi_reachable() -> bool {
 fn sha(path: &str) -> String {
     let digest = Sha256::digest(std::fs::read(path).unwrap_or_default());
     digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn mnt_ns(pid: u32) -> Option<PathBuf> {
-    std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok()
-}
-
-fn cmdline(pid: u32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-        .unwrap_or_default()
-}
-
-fn live_pids() -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .is_ok_and(|s| !s[s.rfind(')').unwrap() + 2..].starts_with('Z'))
-        })
-        .collect()
 }
 
 /// Live processes whose command line names PYME, a task worker or the cluster manifest's node
@@ -705,38 +685,6 @@ fn pyme_cluster_of_one_installs_runs_restarts_and_stops_clean() {
 // mount, network and UTS namespaces, as the manifest has them (10.0.0.1 and 10.0.0.11, hostnames
 // `master` and `node01`), joined by a veth pair that exists only inside the two namespaces.
 
-/// Runs `cmd` (stdout and stderr piped), killing it after `limit`: exit code, stdout, stderr.
-fn run_limited(mut cmd: Command, what: &str, limit: Duration) -> (i32, String, String) {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(out) => {
-            let out = out.unwrap();
-            (
-                out.status.code().unwrap_or(-1),
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            )
-        }
-        Err(_) => {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            panic!("{what} ran past {limit:?} and was killed");
-        }
-    }
-}
-
 /// An HTTP GET from inside a network namespace (run by python3.11 there, which accepts gzip as
 /// PYME's clients do): status and body.
 /// An HTTP request in python (in a node's network namespace): `METHOD URL [BODY]`; prints the
@@ -760,140 +708,8 @@ except Exception as e:
     sys.exit(1)
 "#;
 
-/// One node: new mount, network, UTS and PID namespaces (a `sleep` is their init); its root is an
-/// overlay over `/` (writes land in a temporary upper layer) with /dev and /sys bound in, its own
-/// /proc, a fresh /tmp, and the shared pip cache. Everything runs `chroot`ed there. Its own PID
-/// namespace is needed: an agent ends the services an earlier agent "for the same root" left
-/// behind, found by their `PROVISION_AGENT_ROOT=/` marker, and would take the other node's for
-/// its own. Dropping it SIGKILLs every process in its namespaces, then the init, which takes the
-/// mounts, the network namespace and its end of the veth pair away.
-struct Node {
-    name: &'static str,
-    address: &'static str,
-    /// `unshare`, the parent of `init`.
-    holder: Child,
-    /// PID 1 of the node's PID namespace (as this test sees it): the target of every `nsenter`.
-    init: u32,
-    ns: PathBuf,
-    tmp: tempfile::TempDir,
-}
-
+/// What the PYME nodes add to a [`Node`]: their HTTP requests and the agent's status.
 impl Node {
-    fn new(name: &'static str, address: &'static str) -> Node {
-        common::adopt_orphans();
-        let tmp = tempfile::tempdir().unwrap();
-        let holder = Command::new("unshare")
-            .args(["-m", "-n", "-u", "-p", "-f", "--propagation", "private"])
-            .args(["sleep", "3600"])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("unshare");
-        let mine = mnt_ns(std::process::id()).unwrap();
-        let started = Instant::now();
-        let mut node = Node {
-            name,
-            address,
-            holder,
-            init: 0,
-            ns: PathBuf::new(),
-            tmp,
-        };
-        let h = node.holder.id();
-        (node.init, node.ns) = loop {
-            assert!(node.holder.try_wait().unwrap().is_none(), "unshare failed");
-            let init = std::fs::read_to_string(format!("/proc/{h}/task/{h}/children"))
-                .unwrap_or_default()
-                .split_whitespace()
-                .next()
-                .and_then(|p| p.parse::<u32>().ok());
-            if let Some(init) = init
-                && cmdline(init).starts_with("sleep")
-                && let Some(ns) = mnt_ns(init).filter(|ns| *ns != mine)
-            {
-                break (init, ns);
-            }
-            assert!(started.elapsed() < Duration::from_secs(10), "unshare");
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        let t = node.tmp.path().display().to_string();
-        let cache = pip_cache();
-        std::fs::create_dir_all(&cache).unwrap();
-        let cache = cache.display();
-        // The manifests and the binary are seen in the chroot where they are outside it, even
-        // when they live under /tmp, which the node has its own of (a CI checkout under /tmp).
-        let src = env!("CARGO_MANIFEST_DIR");
-        let bin = Path::new(env!("CARGO_BIN_EXE_provision"))
-            .parent()
-            .unwrap()
-            .display()
-            .to_string();
-        node.host_sh(&format!(
-            "set -e
-             mkdir -p {t}/root {t}/upper {t}/work {t}/tmp
-             chmod 1777 {t}/tmp
-             mount -t overlay overlay -o lowerdir=/,upperdir={t}/upper,workdir={t}/work {t}/root
-             mount --rbind /dev {t}/root/dev
-             mount -t proc proc {t}/root/proc
-             mount --rbind /sys {t}/root/sys
-             mount --bind {t}/tmp {t}/root/tmp
-             mkdir -p {t}/root{cache}
-             mount --bind {cache} {t}/root{cache}
-             for d in '{src}' '{bin}'; do
-               mkdir -p \"{t}/root$d\"
-               mount --bind \"$d\" \"{t}/root$d\"
-               mount -o remount,bind,ro \"{t}/root$d\"
-             done
-             hostname {name}
-             ip link set lo up"
-        ));
-        node
-    }
-
-    fn root(&self) -> PathBuf {
-        self.tmp.path().join("root")
-    }
-
-    fn netns(&self) -> String {
-        format!("/proc/{}/ns/net", self.init)
-    }
-
-    /// A shell script in the node's namespaces, outside its chroot (mounts, links).
-    #[track_caller]
-    fn host_sh(&self, script: &str) {
-        let mut cmd = Command::new("nsenter");
-        cmd.args(["-t", &self.init.to_string(), "-m", "-n", "-u", "-p", "--"])
-            .args(["sh", "-c", script]);
-        let (code, out, err) = run_limited(cmd, "a setup script", STEP_LIMIT);
-        assert_eq!(code, 0, "{script}\n{out}{err}");
-    }
-
-    /// `program ARGS` in the node's namespaces and root (`nsenter` forks into the PID namespace
-    /// and waits, exiting as the program did; see [`Node::pid_of`]). `net`: in the node's network
-    /// namespace, else in the machine's (where PyPI is).
-    fn command(&self, net: bool, program: &str) -> Command {
-        let mut cmd = Command::new("nsenter");
-        cmd.args(["-t", &self.init.to_string(), "-m", "-u", "-p"]);
-        if net {
-            cmd.arg("-n");
-        }
-        cmd.arg("--")
-            .arg("chroot")
-            .arg(self.root())
-            .args(["/bin/sh", "-c", "cd / && exec \"$@\"", "sh", program])
-            .env_clear()
-            .env("PATH", PATH)
-            .env("NO_COLOR", "1")
-            .env("PIP_CACHE_DIR", pip_cache());
-        cmd
-    }
-
-    /// `provision ARGS` on this node, killed after `limit`.
-    fn provision(&self, net: bool, args: &[&str], limit: Duration) -> (i32, String, String) {
-        let mut cmd = self.command(net, env!("CARGO_BIN_EXE_provision"));
-        cmd.args(args);
-        run_limited(cmd, &format!("provision {args:?} on {}", self.name), limit)
-    }
-
     /// The agent's own status of service `name` (`provision status --json` on the node).
     fn service_status(&self, name: &str) -> Result<serde_json::Value, String> {
         let (code, out, err) = self.provision(true, &["status", "--json"], STEP_LIMIT);
@@ -935,60 +751,6 @@ impl Node {
         let (status, body) = out.split_once('\n').ok_or("no status")?;
         let status = status.trim().parse().map_err(|_| "no status")?;
         Ok((status, body.as_bytes().to_vec()))
-    }
-
-    /// The processes in the node's namespaces, its init and `unshare` (the holder) excepted.
-    fn inside(&self) -> Vec<u32> {
-        let keep = [self.init, self.holder.id()];
-        live_pids()
-            .into_iter()
-            .filter(|p| !keep.contains(p) && mnt_ns(*p).as_deref() == Some(&self.ns))
-            .collect()
-    }
-
-    /// The one process in the node whose command line starts with `prefix`.
-    fn pid_of(&self, prefix: &str) -> Result<u32, String> {
-        let found: Vec<u32> = self
-            .inside()
-            .into_iter()
-            .filter(|&p| cmdline(p).starts_with(prefix))
-            .collect();
-        match found.as_slice() {
-            [pid] => Ok(*pid),
-            other => Err(format!("{prefix}: {other:?}")),
-        }
-    }
-
-    /// A file the node wrote (from its upper layer).
-    fn read(&self, p: &str) -> String {
-        std::fs::read_to_string(
-            self.tmp
-                .path()
-                .join("upper")
-                .join(p.trim_start_matches('/')),
-        )
-        .unwrap_or_default()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        for _ in 0..3 {
-            for pid in self.inside() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.init as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
-        common::reap_adopted();
     }
 }
 
@@ -1077,8 +839,14 @@ fn pyme_worker_waits_for_the_masters_rule_server_then_polls_it() {
     let m = m.to_str().unwrap();
 
     {
-        let master = Node::new("master", "10.0.0.1");
-        let worker = Node::new("node01", "10.0.0.11");
+        let cache = pip_cache();
+        let cache_env = cache.display().to_string();
+        let options = NodeOptions {
+            binds: &[&cache],
+            env: &[("PIP_CACHE_DIR", &cache_env)],
+        };
+        let master = Node::with("master", "10.0.0.1", &options);
+        let worker = Node::with("node01", "10.0.0.11", &options);
         // The cluster network: a veth pair made straight into the two namespaces.
         let mut ip = Command::new("ip");
         ip.args(["link", "add", "pyme0", "netns"])
@@ -1101,7 +869,7 @@ fn pyme_worker_waits_for_the_masters_rule_server_then_polls_it() {
 
         // Install each node (in the machine's network, where PyPI is), then re-apply: no-op.
         for n in [&master, &worker] {
-            let apply = ["apply", m, "--node", n.name, "--json"];
+            let apply = ["apply", m, "--node", &n.name, "--json"];
             let t = Instant::now();
             let (code, out, err) = n.provision(false, &apply, INSTALL_LIMIT);
             let install = t.elapsed();
