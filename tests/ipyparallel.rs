@@ -1,8 +1,8 @@
 //! The ipyparallel shared-filesystem cluster, for real: manifests/ipyparallel-sharedfs.yaml,
 //! unchanged, on five nodes (cl-0, the controller, and the engine hosts cl-1 to cl-4), each in its
 //! own mount, network, UTS and PID namespaces with its own root (an overlay over `/`, `chroot`ed
-//! into), hostname and address (10.0.1.10 to 10.0.1.14, on a bridge in cl-0's network namespace
-//! that exists only inside the nodes' namespaces). The home directory `/home/ipp` is one folder
+//! into), hostname and address (10.0.1.10 to 10.0.1.14, on a bridge in a network namespace of its
+//! own: nothing of it is in the machine's network), made by the shared helper tests/common/netns.rs. The home directory `/home/ipp` is one folder
 //! of this machine bind-mounted into every node: the shared filesystem. Each engine host runs a
 //! real `sshd` (the distribution's, with its own config and fresh host keys of the node's own).
 //!
@@ -30,14 +30,15 @@
 
 mod common;
 
+use common::netns::{Lan, Node, NodeOptions, PATH, cmdline, live_pids, run_limited};
+
 use std::collections::BTreeMap;
 use std::net::TcpStream;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const PROFILE: &str = "/home/ipp/.ipython/profile_sharedfs";
 const INSTALL_LIMIT: Duration = Duration::from_secs(10 * 60);
 const STEP_LIMIT: Duration = Duration::from_secs(90);
@@ -84,27 +85,6 @@ fn pip_cache() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("ipp-pip-cache"))
 }
 
-fn mnt_ns(pid: u32) -> Option<PathBuf> {
-    std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok()
-}
-
-fn cmdline(pid: u32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-        .unwrap_or_default()
-}
-
-fn live_pids() -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .is_ok_and(|s| !s[s.rfind(')').unwrap() + 2..].starts_with('Z'))
-        })
-        .collect()
-}
-
 /// Live ipyparallel processes (ipcluster, controller, engines) anywhere, with their command lines.
 fn ipp_processes() -> Vec<(u32, String)> {
     live_pids()
@@ -114,241 +94,57 @@ fn ipp_processes() -> Vec<(u32, String)> {
         .collect()
 }
 
-/// Runs `cmd` (stdout and stderr piped), killing it after `limit`: exit code, stdout, stderr.
-fn run_limited(mut cmd: Command, what: &str, limit: Duration) -> (i32, String, String) {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(out) => {
-            let out = out.unwrap();
-            (
-                out.status.code().unwrap_or(-1),
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            )
-        }
-        Err(_) => {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            panic!("{what} ran past {limit:?} and was killed");
-        }
-    }
+/// The node's processes whose command line starts with `prefix`.
+fn pids_with(n: &Node, prefix: &str) -> Vec<u32> {
+    n.inside()
+        .into_iter()
+        .filter(|&p| cmdline(p).starts_with(prefix))
+        .collect()
 }
 
-/// One node: new mount, network, UTS and PID namespaces (a `sleep` is their init); its root an
-/// overlay over `/` (writes land in a temporary upper layer) with /dev and /sys bound in, its own
-/// /proc and /tmp, the pip cache, and the shared home at /home/ipp. Everything runs `chroot`ed
-/// there. Dropping it SIGKILLs every process in its namespaces, then the init, which takes the
-/// mounts and the network namespace (and the node's end of its veth pair) away.
-struct Node {
-    name: &'static str,
-    holder: Child,
-    init: u32,
-    ns: PathBuf,
-    tmp: tempfile::TempDir,
+/// The controller's main process: the one of its processes (it forks its schedulers) whose
+/// parent is not one of them.
+fn controller_main(n: &Node) -> Vec<u32> {
+    let all = pids_with(n, CONTROLLER);
+    all.iter()
+        .copied()
+        .filter(|&p| !all.contains(&ppid(p)))
+        .collect()
 }
 
-impl Node {
-    fn new(name: &'static str, home: &Path) -> Node {
-        common::adopt_orphans();
-        let tmp = tempfile::tempdir().unwrap();
-        let holder = Command::new("unshare")
-            .args(["-m", "-n", "-u", "-p", "-f", "--propagation", "private"])
-            .args(["sleep", "3600"])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("unshare");
-        let mine = mnt_ns(std::process::id()).unwrap();
-        let started = Instant::now();
-        let mut node = Node {
-            name,
-            holder,
-            init: 0,
-            ns: PathBuf::new(),
-            tmp,
-        };
-        let h = node.holder.id();
-        (node.init, node.ns) = loop {
-            assert!(node.holder.try_wait().unwrap().is_none(), "unshare failed");
-            let init = std::fs::read_to_string(format!("/proc/{h}/task/{h}/children"))
-                .unwrap_or_default()
-                .split_whitespace()
-                .next()
-                .and_then(|p| p.parse::<u32>().ok());
-            if let Some(init) = init
-                && cmdline(init).starts_with("sleep")
-                && let Some(ns) = mnt_ns(init).filter(|ns| *ns != mine)
-            {
-                break (init, ns);
-            }
-            assert!(started.elapsed() < Duration::from_secs(10), "unshare");
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        let t = node.tmp.path().display().to_string();
-        let cache = pip_cache();
-        std::fs::create_dir_all(&cache).unwrap();
-        let cache = cache.display();
-        let home = home.display();
-        let src = env!("CARGO_MANIFEST_DIR");
-        let bin = Path::new(env!("CARGO_BIN_EXE_provision"))
-            .parent()
-            .unwrap()
-            .display()
-            .to_string();
-        node.host_sh(&format!(
-            "set -e
-             mkdir -p {t}/root {t}/upper {t}/work {t}/tmp
-             chmod 1777 {t}/tmp
-             mount -t overlay overlay -o lowerdir=/,upperdir={t}/upper,workdir={t}/work {t}/root
-             mount --rbind /dev {t}/root/dev
-             mount -t proc proc {t}/root/proc
-             mount --rbind /sys {t}/root/sys
-             mount --bind {t}/tmp {t}/root/tmp
-             mkdir -p {t}/root{cache} {t}/root/home/ipp
-             mount --bind {cache} {t}/root{cache}
-             mount --bind {home} {t}/root/home/ipp
-             for d in '{src}' '{bin}'; do
-               mkdir -p \"{t}/root$d\"
-               mount --bind \"$d\" \"{t}/root$d\"
-               mount -o remount,bind,ro \"{t}/root$d\"
-             done
-             hostname {name}
-             ip link set lo up"
-        ));
-        node
+/// `provision status --json`'s entry for service `name` on node `n`.
+fn service_status(n: &Node, name: &str) -> Result<serde_json::Value, String> {
+    let (code, out, err) = n.provision(true, &["status", "--json"], STEP_LIMIT);
+    if code != 0 {
+        return Err(format!("provision status: {code} {err}"));
     }
-
-    fn root(&self) -> PathBuf {
-        self.tmp.path().join("root")
-    }
-
-    /// A shell script in the node's namespaces, outside its chroot (mounts, links).
-    #[track_caller]
-    fn host_sh(&self, script: &str) {
-        let mut cmd = Command::new("nsenter");
-        cmd.args(["-t", &self.init.to_string(), "-m", "-n", "-u", "-p", "--"])
-            .args(["sh", "-c", script]);
-        let (code, out, err) = run_limited(cmd, "a setup script", STEP_LIMIT);
-        assert_eq!(code, 0, "{script}\n{out}{err}");
-    }
-
-    /// `program ARGS` in the node's namespaces and root; `net`: in the node's network namespace,
-    /// else in the machine's (where PyPI is).
-    fn command(&self, net: bool, program: &str) -> Command {
-        let mut cmd = Command::new("nsenter");
-        cmd.args(["-t", &self.init.to_string(), "-m", "-u", "-p"]);
-        if net {
-            cmd.arg("-n");
-        }
-        cmd.arg("--")
-            .arg("chroot")
-            .arg(self.root())
-            .args(["/bin/sh", "-c", "cd / && exec \"$@\"", "sh", program])
-            .env_clear()
-            .env("PATH", PATH)
-            .env("NO_COLOR", "1")
-            .env("PIP_CACHE_DIR", pip_cache());
-        cmd
-    }
-
-    #[track_caller]
-    fn sh(&self, script: &str) -> String {
-        let mut cmd = self.command(true, "sh");
-        cmd.args(["-c", script]);
-        let (code, out, err) = run_limited(cmd, script, STEP_LIMIT);
-        assert_eq!(code, 0, "{script} on {}\n{out}{err}", self.name);
-        out
-    }
-
-    fn provision(&self, net: bool, args: &[&str], limit: Duration) -> (i32, String, String) {
-        let mut cmd = self.command(net, env!("CARGO_BIN_EXE_provision"));
-        cmd.args(args);
-        run_limited(cmd, &format!("provision {args:?} on {}", self.name), limit)
-    }
-
-    /// `provision status --json`'s entry for service `name`.
-    fn service_status(&self, name: &str) -> Result<serde_json::Value, String> {
-        let (code, out, err) = self.provision(true, &["status", "--json"], STEP_LIMIT);
-        if code != 0 {
-            return Err(format!("provision status: {code} {err}"));
-        }
-        let json: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
-        json["services"]
-            .as_array()
-            .and_then(|s| s.iter().find(|s| s["name"] == name))
-            .cloned()
-            .ok_or_else(|| format!("no service {name} in {json}"))
-    }
-
-    /// The processes in the node's namespaces, its init and `unshare` excepted.
-    fn inside(&self) -> Vec<u32> {
-        let keep = [self.init, self.holder.id()];
-        live_pids()
-            .into_iter()
-            .filter(|p| !keep.contains(p) && mnt_ns(*p).as_deref() == Some(&self.ns))
-            .collect()
-    }
-
-    /// The node's processes whose command line starts with `prefix`.
-    fn pids_with(&self, prefix: &str) -> Vec<u32> {
-        self.inside()
-            .into_iter()
-            .filter(|&p| cmdline(p).starts_with(prefix))
-            .collect()
-    }
-
-    /// The controller's main process: the one of its processes (it forks its schedulers) whose
-    /// parent is not one of them.
-    fn controller(&self) -> Vec<u32> {
-        let all = self.pids_with(CONTROLLER);
-        all.iter()
-            .copied()
-            .filter(|&p| !all.contains(&ppid(p)))
-            .collect()
-    }
-
-    /// A file the node wrote (from its upper layer).
-    fn read(&self, p: &str) -> String {
-        std::fs::read_to_string(
-            self.tmp
-                .path()
-                .join("upper")
-                .join(p.trim_start_matches('/')),
-        )
-        .unwrap_or_default()
-    }
+    let json: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+    json["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == name))
+        .cloned()
+        .ok_or_else(|| format!("no service {name} in {json}"))
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        for _ in 0..3 {
-            for pid in self.inside() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.init as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
-        common::reap_adopted();
-    }
+/// A node of the manifest: the pip cache bound in, and the shared home (one folder of this
+/// machine) at /home/ipp.
+fn node(name: &str, address: &str, home: &Path) -> Node {
+    let cache = pip_cache();
+    let cache_env = cache.display().to_string();
+    let n = Node::with(
+        name,
+        address,
+        &NodeOptions {
+            binds: &[cache.as_path()],
+            env: &[("PIP_CACHE_DIR", cache_env.as_str())],
+        },
+    );
+    n.host_sh(&format!(
+        "mkdir -p '{root}/home/ipp' && mount --bind '{home}' '{root}/home/ipp'",
+        root = n.root().display(),
+        home = home.display()
+    ));
+    n
 }
 
 /// Why the test cannot run here, if it cannot.
@@ -476,7 +272,7 @@ fn all_engines(
 /// The ipcluster service's status once it is ready again after a restart: `restarts` above
 /// `before`.
 fn ready_after(controller: &Node, before: u64) -> Result<serde_json::Value, String> {
-    let s = controller.service_status("ipcluster")?;
+    let s = service_status(controller, "ipcluster")?;
     if s["state"] == "ready" && s["restarts"].as_u64().unwrap_or(0) > before {
         Ok(s)
     } else {
@@ -509,29 +305,15 @@ fn ipyparallel_cluster_over_ssh_on_a_shared_home() {
             std::os::unix::fs::PermissionsExt::from_mode(0o750),
         )
         .unwrap();
-        let controller = Node::new("cl-0", home.path());
+        let controller = node("cl-0", "10.0.1.10", home.path());
         let engines: Vec<Node> = ENGINES
             .iter()
-            .map(|(n, ..)| Node::new(n, home.path()))
+            .map(|(n, address, _)| node(n, address, home.path()))
             .collect();
-        // The cluster network: a bridge in cl-0's namespace, a veth pair to each engine host.
-        controller.host_sh(
-            "ip link add br0 type bridge && ip addr add 10.0.1.10/24 dev br0 && ip link set br0 up",
-        );
-        for (i, (n, (_, address, _))) in engines.iter().zip(ENGINES).enumerate() {
-            let mut ip = Command::new("ip");
-            ip.args(["link", "add", &format!("ipp{i}"), "netns"])
-                .arg(controller.init.to_string())
-                .args(["type", "veth", "peer", "name", "eth0", "netns"])
-                .arg(n.init.to_string());
-            let (code, out, err) = run_limited(ip, "ip link add", STEP_LIMIT);
-            assert_eq!(code, 0, "ip link add: {out}{err}");
-            controller.host_sh(&format!(
-                "ip link set ipp{i} master br0 && ip link set ipp{i} up"
-            ));
-            n.host_sh(&format!(
-                "ip addr add {address}/24 dev eth0 && ip link set eth0 up"
-            ));
+        // The cluster network: a bridge in a namespace of its own, every node on it.
+        let mut lan = Lan::new("10.0.1.1", 24);
+        for n in std::iter::once(&controller).chain(&engines) {
+            lan.attach(n);
         }
         assert_eq!(
             std::fs::read_dir("/sys/class/net").unwrap().count(),
@@ -542,7 +324,7 @@ fn ipyparallel_cluster_over_ssh_on_a_shared_home() {
         // Engine hosts first: the account and /etc/hosts; then their sshd, with host keys of
         // their own (the overlay has this machine's: replaced), as at a node's first boot.
         for n in &engines {
-            let apply = ["apply", m, "--node", n.name, "--json"];
+            let apply = ["apply", m, "--node", &n.name, "--json"];
             let (code, out, err) = n.provision(true, &apply, STEP_LIMIT);
             assert_eq!(code, 0, "apply on {}\n{out}\n{err}", n.name);
             let (code, out, _) = n.provision(true, &apply, STEP_LIMIT);
@@ -553,7 +335,10 @@ fn ipyparallel_cluster_over_ssh_on_a_shared_home() {
                 "re-apply on {}: {out}",
                 n.name
             );
-            n.sh("rm -f /etc/ssh/ssh_host_* && ssh-keygen -A >/dev/null && mkdir -p -m 0755 /run/sshd");
+            n.sh(
+                "rm -f /etc/ssh/ssh_host_* && ssh-keygen -A >/dev/null && mkdir -p -m 0755 /run/sshd",
+                STEP_LIMIT,
+            );
             let log = std::fs::File::create(n.tmp.path().join("sshd.log")).unwrap();
             sshds.push(
                 n.command(true, "/usr/sbin/sshd")
@@ -571,8 +356,10 @@ fn ipyparallel_cluster_over_ssh_on_a_shared_home() {
                 STEP_LIMIT,
                 Path::new("/dev/null"),
                 || {
-                    let out =
-                        controller.sh(&format!("ssh-keyscan -T 2 {address} 2>/dev/null || true"));
+                    let out = controller.sh(
+                        &format!("ssh-keyscan -T 2 {address} 2>/dev/null || true"),
+                        STEP_LIMIT,
+                    );
                     if out.contains("ssh-ed25519") {
                         Ok(())
                     } else {
@@ -641,7 +428,7 @@ fn ipyparallel_cluster_over_ssh_on_a_shared_home() {
         let started = Instant::now();
         let mut agent = agent.spawn().unwrap();
         let status = wait("ipcluster ready", BRINGUP_LIMIT, &log, || {
-            let s = controller.service_status("ipcluster")?;
+            let s = service_status(&controller, "ipcluster")?;
             if s["state"] == "ready" {
                 Ok(s)
             } else {
@@ -656,7 +443,7 @@ fn ipyparallel_cluster_over_ssh_on_a_shared_home() {
         );
         // The pid the agent reports (in cl-0's PID namespace) is the start script's, and
         // ipcluster runs under it, as ipp.
-        let ipcluster = controller.pids_with(IPCLUSTER);
+        let ipcluster = pids_with(&controller, IPCLUSTER);
         assert_eq!(ipcluster.len(), 1, "{ipcluster:?}");
         let mut up = ipcluster[0];
         while up > 1 && Some(ns_pid(up)) != status["pid"].as_u64() {
@@ -673,14 +460,14 @@ fn ipyparallel_cluster_over_ssh_on_a_shared_home() {
         assert_eq!(uid, 2000, "ipcluster runs as ipp");
         // Each engine runs on its host as ipp, and the controller on cl-0.
         for (n, (_, _, k)) in engines.iter().zip(ENGINES) {
-            let mine = n.pids_with(ENGINE);
+            let mine = pids_with(n, ENGINE);
             assert_eq!(mine.len(), k, "engines on {}: {mine:?}", n.name);
             for p in mine {
                 let uid = std::fs::metadata(format!("/proc/{p}")).unwrap().uid();
                 assert_eq!(uid, 2000, "engine {p} on {} runs as ipp", n.name);
             }
         }
-        assert_eq!(controller.controller().len(), 1);
+        assert_eq!(controller_main(&controller).len(), 1);
 
         // The connection file is ipp's alone, and its key is in nothing provision shows.
         let client_json = home
@@ -711,7 +498,7 @@ fn ipyparallel_cluster_over_ssh_on_a_shared_home() {
         // One engine host's engines die: the liveness check counts 6 of 8, and the agent
         // restarts ipcluster until all 8 are back.
         let restarts = status["restarts"].as_u64().unwrap();
-        let victims = engines[1].pids_with(ENGINE);
+        let victims = pids_with(&engines[1], ENGINE);
         assert_eq!(victims.len(), 2);
         let killed = Instant::now();
         // Only the engines: each one's nanny tells the controller at once.
@@ -744,7 +531,7 @@ fn ipyparallel_cluster_over_ssh_on_a_shared_home() {
 
         // The controller dies: ipcluster stops its engines and exits; the agent starts it again.
         let restarts = status["restarts"].as_u64().unwrap();
-        let old = controller.controller();
+        let old = controller_main(&controller);
         assert_eq!(old.len(), 1);
         let killed = Instant::now();
         nix::sys::signal::kill(
@@ -760,7 +547,7 @@ fn ipyparallel_cluster_over_ssh_on_a_shared_home() {
         );
         let recovered = killed.elapsed();
         all_engines(&controller, &ENGINES).unwrap();
-        let new = controller.controller();
+        let new = controller_main(&controller);
         assert!(new.len() == 1 && new != old, "{old:?} → {new:?}");
         println!(
             "ipyparallel: controller killed to all 8 registered again {:.1}s",
@@ -792,10 +579,10 @@ fn ipyparallel_cluster_over_ssh_on_a_shared_home() {
             || ready_after(&controller, restarts),
         );
         all_engines(&controller, &fewer).unwrap();
-        assert_eq!(engines[3].pids_with(ENGINE).len(), 1);
+        assert_eq!(pids_with(&engines[3], ENGINE).len(), 1);
 
         // SIGTERM: the agent stops ipcluster (SIGINT), which stops every engine over SSH.
-        let agent_pid = controller.pids_with(&format!("{bin} agent"));
+        let agent_pid = pids_with(&controller, &format!("{bin} agent"));
         assert_eq!(agent_pid.len(), 1);
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(agent_pid[0] as i32),
