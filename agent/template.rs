@@ -27,6 +27,10 @@ const BUILTIN: &[(&str, &str)] = &[
         include_str!("../templates/ipyparallel/ipcontroller_config.py.tera"),
     ),
     (
+        "ipyparallel/ipcluster-start.sh.tera",
+        include_str!("../templates/ipyparallel/ipcluster-start.sh.tera"),
+    ),
+    (
         "ipyparallel/engines_registered.py.tera",
         include_str!("../templates/ipyparallel/engines_registered.py.tera"),
     ),
@@ -276,6 +280,28 @@ mod tests {
         assert!(
             err.contains("node cl-1 has the role engine but no cores:"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn the_start_script_ends_leftovers_on_every_engine_host() {
+        let out = render(
+            Path::new("/nonexistent"),
+            "ipyparallel/ipcluster-start.sh.tera",
+            &ipp_context("cl-0", &["controller"]),
+        )
+        .unwrap();
+        assert!(out.contains("  for host in cl-1 cl-2; do\n"), "{out}");
+        assert!(
+            out.contains("\"${python%/*}/ipcluster\" start --profile-dir=\"$profile_dir\" &\n")
+                && out.contains(
+                    "trap 'kill -KILL \"$ipcluster\" 2>/dev/null; end_leftovers; exit 0' INT TERM"
+                ),
+            "{out}"
+        );
+        assert!(
+            out.contains("python=\"/home/ipp/venv/bin/python\""),
+            "{out}"
         );
     }
 

@@ -10,11 +10,10 @@ use std::str::FromStr;
 use ssh_key::authorized_keys::Entry;
 
 use super::block::Markers;
-use super::ownership::Seen;
-use super::ssh::{self, Owned};
-use crate::engine::{Change, ContentDiff, DriftWatch, Need, Resource};
+use super::ssh::{self, BlockFile, Owned};
+use crate::engine::{Change, DriftWatch, Need, Resource};
 use crate::host::accounts::Accounts;
-use crate::host::{Error, Host, Meta, Result};
+use crate::host::{Error, Host, Result};
 
 pub const MARKERS: Markers = Markers {
     begin: "# BEGIN provision managed block: authorized keys (edits inside are overwritten)",
@@ -34,8 +33,7 @@ pub struct AuthorizedKeys {
 /// What is on the node.
 #[derive(Debug)]
 pub struct Found {
-    folder: (String, bool),
-    file: Option<(Seen, String)>,
+    file: BlockFile,
     /// The key lines of every key file that exists, in order.
     from_files: Vec<String>,
     /// Key files not there (yet).
@@ -104,11 +102,7 @@ impl Resource for AuthorizedKeys {
 
     fn observe(&self, host: &Host) -> Result<Found> {
         let accounts = host.accounts()?;
-        let folder = ssh::folder(host, &self.path)?;
-        let file = match ssh::seen_file(host, &self.path, &accounts)? {
-            None => None,
-            Some(seen) => Some((seen, ssh::read_text(host, &self.path)?.unwrap_or_default())),
-        };
+        let file = BlockFile::observe(host, &self.path, &accounts)?;
         let (mut from_files, mut missing) = (Vec::new(), Vec::new());
         for path in &self.key_files {
             match ssh::read_text(host, path)? {
@@ -117,7 +111,6 @@ impl Resource for AuthorizedKeys {
             }
         }
         Ok(Found {
-            folder,
             file,
             from_files,
             missing,
@@ -140,64 +133,18 @@ impl Resource for AuthorizedKeys {
     }
 
     fn diff(&self, found: &Found) -> Vec<Change> {
-        let mut changes = Vec::new();
-        if !found.folder.1 {
-            changes.push(ssh::folder_change(&found.folder.0));
-        }
-        let old = found.file.as_ref().map(|(_, text)| text.as_str());
-        let new = MARKERS.render(old, &self.block(&found.from_files));
-        if old.is_none() {
-            changes.push(Change::Create {
-                what: "file".into(),
-            });
-        }
-        if old != Some(new.as_str()) {
-            changes.push(Change::Content(ContentDiff::between(
-                &self.path,
-                old.map(str::as_bytes),
-                new.as_bytes(),
-                false,
-            )));
-        }
-        let seen = found.file.as_ref().map(|(s, _)| s);
-        changes.extend(self.owned.diff(seen, ssh::PRIVATE, &found.accounts, None));
-        changes
+        let lines = self.block(&found.from_files);
+        found
+            .file
+            .diff(&MARKERS, &lines, &self.owned, ssh::PRIVATE, &found.accounts)
     }
 
     fn apply(&self, host: &Host, found: &Found, _changes: &[Change]) -> Result<()> {
-        if !found.folder.1 {
-            ssh::make_folder(host, &found.folder.0, &self.owned)?;
-        }
-        let seen = found.file.as_ref().map(|(s, _)| s);
-        let meta = self.owned.meta(host, seen, ssh::PRIVATE)?;
-        let old = found.file.as_ref().map(|(_, text)| text.as_str());
-        let new = MARKERS.render(old, &self.block(&found.from_files));
-        write_block_file(host, &self.path, old, &new, seen, meta)
+        let lines = self.block(&found.from_files);
+        found
+            .file
+            .apply(host, &MARKERS, &lines, &self.owned, ssh::PRIVATE)
     }
-}
-
-/// Writes a block file: the whole file when its text changes (after a backup), else only its
-/// owner and mode.
-pub fn write_block_file(
-    host: &Host,
-    path: &str,
-    old: Option<&str>,
-    new: &str,
-    seen: Option<&Seen>,
-    meta: Meta,
-) -> Result<()> {
-    if old != Some(new) {
-        if old.is_some() {
-            host.backup(path)?;
-        }
-        return host.write(path, new.as_bytes(), meta, None);
-    }
-    if let Some(s) = seen
-        && (s.stat.mode, s.stat.uid, s.stat.gid) != (meta.mode, meta.uid, meta.gid)
-    {
-        host.set_meta(path, meta)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

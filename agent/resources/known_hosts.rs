@@ -17,11 +17,9 @@ use std::time::Duration;
 
 use ssh_key::PublicKey;
 
-use super::authorized_keys::write_block_file;
 use super::block::Markers;
-use super::ownership::Seen;
-use super::ssh::{self, Owned};
-use crate::engine::{Change, ContentDiff, DriftWatch, Need, Resource};
+use super::ssh::{self, BlockFile, Owned};
+use crate::engine::{Change, DriftWatch, Need, Resource};
 use crate::host::accounts::Accounts;
 use crate::host::{Error, Host, Result};
 
@@ -58,8 +56,7 @@ pub struct KnownHosts {
 /// What is on the node, and what a scan found.
 #[derive(Debug)]
 pub struct Found {
-    folder: (String, bool),
-    file: Option<(Seen, String)>,
+    file: BlockFile,
     /// Keys by node name: pinned, kept from the block, or scanned now.
     keys: BTreeMap<String, Vec<String>>,
     /// Nodes a scan found no key for, with what ssh-keyscan said.
@@ -191,15 +188,8 @@ impl Resource for KnownHosts {
 
     fn observe(&self, host: &Host) -> Result<Found> {
         let accounts = host.accounts()?;
-        let folder = ssh::folder(host, &self.path)?;
-        let file = match ssh::seen_file(host, &self.path, &accounts)? {
-            None => None,
-            Some(seen) => Some((seen, ssh::read_text(host, &self.path)?.unwrap_or_default())),
-        };
-        let kept = file
-            .as_ref()
-            .map(|(_, text)| self.kept(text))
-            .unwrap_or_default();
+        let file = BlockFile::observe(host, &self.path, &accounts)?;
+        let kept = file.text().map(|text| self.kept(text)).unwrap_or_default();
         let mut keys = BTreeMap::new();
         let mut to_scan: Vec<&Listed> = Vec::new();
         for h in &self.hosts {
@@ -235,7 +225,6 @@ impl Resource for KnownHosts {
             }
         }
         Ok(Found {
-            folder,
             file,
             keys,
             unreachable,
@@ -255,39 +244,17 @@ impl Resource for KnownHosts {
     }
 
     fn diff(&self, found: &Found) -> Vec<Change> {
-        let mut changes = Vec::new();
-        if !found.folder.1 {
-            changes.push(ssh::folder_change(&found.folder.0));
-        }
-        let old = found.file.as_ref().map(|(_, text)| text.as_str());
-        let new = MARKERS.render(old, &self.block(&found.keys));
-        if old.is_none() {
-            changes.push(Change::Create {
-                what: "file".into(),
-            });
-        }
-        if old != Some(new.as_str()) {
-            changes.push(Change::Content(ContentDiff::between(
-                &self.path,
-                old.map(str::as_bytes),
-                new.as_bytes(),
-                false,
-            )));
-        }
-        let seen = found.file.as_ref().map(|(s, _)| s);
-        changes.extend(self.owned.diff(seen, ssh::PUBLIC, &found.accounts, None));
-        changes
+        let lines = self.block(&found.keys);
+        found
+            .file
+            .diff(&MARKERS, &lines, &self.owned, ssh::PUBLIC, &found.accounts)
     }
 
     fn apply(&self, host: &Host, found: &Found, _changes: &[Change]) -> Result<()> {
-        if !found.folder.1 {
-            ssh::make_folder(host, &found.folder.0, &self.owned)?;
-        }
-        let seen = found.file.as_ref().map(|(s, _)| s);
-        let meta = self.owned.meta(host, seen, ssh::PUBLIC)?;
-        let old = found.file.as_ref().map(|(_, text)| text.as_str());
-        let new = MARKERS.render(old, &self.block(&found.keys));
-        write_block_file(host, &self.path, old, &new, seen, meta)
+        let lines = self.block(&found.keys);
+        found
+            .file
+            .apply(host, &MARKERS, &lines, &self.owned, ssh::PUBLIC)
     }
 }
 

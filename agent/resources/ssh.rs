@@ -2,8 +2,9 @@
 //! owned by the user whose SSH setup they are (group: that user's primary group unless the
 //! manifest names one), and the `~/.ssh` folder that `ssh-keygen` would make, mode 0700.
 
+use super::block::Markers;
 use super::ownership::Seen;
-use crate::engine::{Change, Need};
+use crate::engine::{Change, ContentDiff, Need};
 use crate::host::accounts::Accounts;
 use crate::host::{Error, Host, Kind, Meta, Result};
 use crate::manifest::model::Mode;
@@ -167,6 +168,101 @@ pub fn read_text(host: &Host, path: &str) -> Result<Option<String>> {
                 "{path} is not UTF-8 text; provision will not rewrite it"
             ))
         }),
+    }
+}
+
+/// A file of the user's SSH setup with a marked block (`authorized_keys`, `known_hosts`), as
+/// found: its folder and, if it exists, its metadata and text.
+#[derive(Debug)]
+pub struct BlockFile {
+    pub path: String,
+    folder: (String, bool),
+    file: Option<(Seen, String)>,
+}
+
+impl BlockFile {
+    pub fn observe(host: &Host, path: &str, accounts: &Accounts) -> Result<BlockFile> {
+        let folder = folder(host, path)?;
+        let file = match seen_file(host, path, accounts)? {
+            None => None,
+            Some(seen) => Some((seen, read_text(host, path)?.unwrap_or_default())),
+        };
+        Ok(BlockFile {
+            path: path.to_owned(),
+            folder,
+            file,
+        })
+    }
+
+    /// The text as found (`None`: no file).
+    pub fn text(&self) -> Option<&str> {
+        self.file.as_ref().map(|(_, text)| text.as_str())
+    }
+
+    fn seen(&self) -> Option<&Seen> {
+        self.file.as_ref().map(|(s, _)| s)
+    }
+
+    /// What differs from the file with its block holding `lines`, owned as `owned` says, `mode`.
+    pub fn diff(
+        &self,
+        markers: &Markers,
+        lines: &[String],
+        owned: &Owned,
+        mode: u32,
+        accounts: &Accounts,
+    ) -> Vec<Change> {
+        let mut changes = Vec::new();
+        if !self.folder.1 {
+            changes.push(folder_change(&self.folder.0));
+        }
+        let old = self.text();
+        let new = markers.render(old, lines);
+        if old.is_none() {
+            changes.push(Change::Create {
+                what: "file".into(),
+            });
+        }
+        if old != Some(new.as_str()) {
+            changes.push(Change::Content(ContentDiff::between(
+                &self.path,
+                old.map(str::as_bytes),
+                new.as_bytes(),
+                false,
+            )));
+        }
+        changes.extend(owned.diff(self.seen(), mode, accounts, None));
+        changes
+    }
+
+    /// Makes the folder if missing, then writes the whole file when its text changes (after a
+    /// backup), else only its owner and mode.
+    pub fn apply(
+        &self,
+        host: &Host,
+        markers: &Markers,
+        lines: &[String],
+        owned: &Owned,
+        mode: u32,
+    ) -> Result<()> {
+        if !self.folder.1 {
+            make_folder(host, &self.folder.0, owned)?;
+        }
+        let meta = owned.meta(host, self.seen(), mode)?;
+        let old = self.text();
+        let new = markers.render(old, lines);
+        if old != Some(new.as_str()) {
+            if old.is_some() {
+                host.backup(&self.path)?;
+            }
+            return host.write(&self.path, new.as_bytes(), meta, None);
+        }
+        if let Some(s) = self.seen()
+            && (s.stat.mode, s.stat.uid, s.stat.gid) != (meta.mode, meta.uid, meta.gid)
+        {
+            host.set_meta(&self.path, meta)?;
+        }
+        Ok(())
     }
 }
 
