@@ -3,8 +3,8 @@
 //! test can prove that nothing changed.
 #![allow(dead_code)]
 
-pub mod tls;
 pub mod netns;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
