@@ -10,6 +10,7 @@ pub mod cli;
 pub mod daemon;
 pub mod engine;
 pub mod facts;
+pub mod fuzzing;
 pub mod gpu;
 pub mod host;
 pub mod http;

@@ -383,7 +383,7 @@ fn cycle_diagnostic(
 }
 
 /// Dependency cycles on any node. Nodes that run the same resources share one check.
-fn order_errors(m: &manifest::Manifest, facts: &Facts) -> Vec<manifest::Diagnostic> {
+pub(crate) fn order_errors(m: &manifest::Manifest, facts: &Facts) -> Vec<manifest::Diagnostic> {
     let mut groups: std::collections::BTreeMap<Vec<usize>, Vec<&str>> =
         std::collections::BTreeMap::new();
     for n in &m.nodes {

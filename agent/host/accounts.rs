@@ -186,7 +186,12 @@ pub fn set_line(text: &str, name: &str, line: Option<&str>) -> String {
 pub fn set_memberships(text: &str, user: &str, wanted: &[String]) -> String {
     let mut out = String::with_capacity(text.len() + 64);
     for l in text.split_inclusive('\n') {
-        let (body, end) = l.strip_suffix('\n').map_or((l, ""), |b| (b, "\n"));
+        // A CRLF line keeps its CR in the ending, not on the last member.
+        let (body, end) = l
+            .strip_suffix("\r\n")
+            .map(|b| (b, "\r\n"))
+            .or_else(|| l.strip_suffix('\n').map(|b| (b, "\n")))
+            .unwrap_or((l, ""));
         let mut fields: Vec<&str> = body.split(':').collect();
         if body.starts_with('#') || fields.len() != 4 {
             out.push_str(l);
@@ -261,5 +266,14 @@ mod tests {
         );
         let back = set_memberships(&out, "pyme", &[]);
         assert_eq!(back, GROUP);
+    }
+
+    #[test]
+    fn a_crlf_group_file_keeps_its_line_endings_out_of_the_member_list() {
+        // Found by the accounts fuzz target's CRLF seed: the CR stayed on the last member.
+        let crlf = "video:x:44:alice\r\nrender:x:105:alice";
+        let out = set_memberships(crlf, "pyme", &["video".to_owned()]);
+        assert_eq!(out, "video:x:44:alice,pyme\r\nrender:x:105:alice");
+        assert_eq!(set_memberships(&out, "pyme", &[]), crlf);
     }
 }

@@ -10,6 +10,8 @@ use crate::manifest::model::LoopbackHostname;
 pub const BEGIN: &str =
     "# BEGIN provision managed block: cluster nodes (edits inside are overwritten)";
 pub const END: &str = "# END provision managed block";
+/// How every BEGIN marker line starts, whatever the block is called.
+pub const BEGIN_PREFIX: &str = "# BEGIN provision managed block";
 
 #[derive(Debug)]
 pub struct Hosts {
@@ -28,27 +30,34 @@ pub fn entry(address: &str, names: &[String]) -> String {
 }
 
 impl Hosts {
-    /// The new file for `old` (`None`: no file yet).
+    /// The new file for `old` (`None`: no file yet). The first complete block (BEGIN to END) is
+    /// replaced in place and any later one dropped, so the block is written once. A BEGIN marker
+    /// with no END after it is replaced by the block, and the lines after it are kept: they may
+    /// be the user's, and provision never drops bytes it cannot prove are its own.
     pub fn render(&self, old: Option<&str>) -> String {
         let old = old.unwrap_or("");
+        let lines: Vec<&str> = old.split_inclusive('\n').collect();
+        let body = |line: &str| line.trim_end_matches(['\n', '\r']).to_owned();
         let mut out = String::with_capacity(old.len() + 64 * self.block.len());
         let mut block_written = false;
-        let mut in_block = false;
-        for line in old.split_inclusive('\n') {
-            let body = line.trim_end_matches(['\n', '\r']);
-            if in_block {
-                if body.trim_end() == END {
-                    in_block = false;
-                }
+        let mut i = 0;
+        while i < lines.len() {
+            let line = lines[i];
+            if !body(line).starts_with(BEGIN_PREFIX) {
+                out.push_str(&self.fix_loopback(line));
+                i += 1;
                 continue;
             }
-            if body.starts_with("# BEGIN provision managed block") {
-                in_block = true;
+            let end = lines[i + 1..]
+                .iter()
+                .position(|l| body(l).trim_end() == END)
+                .map(|n| i + 1 + n);
+            if !block_written {
                 self.write_block(&mut out);
                 block_written = true;
-                continue;
             }
-            out.push_str(&self.fix_loopback(line));
+            // Past the whole block, or only past an unterminated BEGIN marker.
+            i = end.map_or(i + 1, |end| end + 1);
         }
         if !block_written {
             if !out.is_empty() && !out.ends_with('\n') {
@@ -236,6 +245,22 @@ mod tests {
                 .render(Some(text))
                 .starts_with(text)
         );
+    }
+
+    #[test]
+    fn a_second_block_is_dropped_and_an_unterminated_one_keeps_what_follows() {
+        let h = hosts(LoopbackHostname::Keep);
+        let block = format!("{BEGIN}\n10.9.9.9\told\n{END}\n");
+        let out = h.render(Some(&format!("{block}10.2.2.2 mine\n{block}")));
+        assert_eq!(out.matches(BEGIN).count(), 1, "{out}");
+        assert!(out.ends_with(&format!("{END}\n10.2.2.2 mine\n")), "{out}");
+        // Someone deleted the END marker: the lines after the BEGIN may be theirs.
+        let out = h.render(Some(&format!("{BEGIN}\n10.9.9.9\told\n192.168.1.5 nas\n")));
+        assert!(
+            out.ends_with(&format!("{END}\n10.9.9.9\told\n192.168.1.5 nas\n")),
+            "{out}"
+        );
+        assert_eq!(h.render(Some(&out)), out);
     }
 
     #[test]

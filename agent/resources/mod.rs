@@ -14,7 +14,7 @@ mod directory;
 mod file;
 pub mod fstab;
 mod gpu;
-mod hosts;
+pub(crate) mod hosts;
 mod kernel;
 pub mod known_hosts;
 mod mount;

@@ -1,0 +1,3 @@
+#![no_main]
+//! The property is provision::fuzzing::pip_requirement (also replayed by tests/fuzz_corpus.rs).
+libfuzzer_sys::fuzz_target!(|data: &[u8]| provision::fuzzing::pip_requirement(data));
