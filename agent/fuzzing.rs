@@ -258,11 +258,12 @@ pub fn fstab_file(data: &[u8]) {
         (Some(wanted.clone()), 1),
         "the target has exactly the entry set"
     );
-    // A line belongs to a target when it is not a comment and its second field is the target.
+    // A line belongs to a target when it is not a comment and its second field (fields part at
+    // ASCII blanks, as libmount parts them) is the target.
     let target_of = |l: &str| {
-        let body = l.trim_start();
+        let body = l.trim_ascii_start();
         (!body.starts_with('#'))
-            .then(|| body.split_whitespace().nth(1).map(fstab::unescape))
+            .then(|| body.split_ascii_whitespace().nth(1).map(fstab::unescape))
             .flatten()
     };
     let others = |t: &str| -> Vec<String> {
