@@ -336,3 +336,73 @@ fn a_good_manifest_validates() {
     assert_eq!(report["valid"], serde_json::Value::Bool(true), "{report}");
     assert_eq!(report["errors"], serde_json::json!([]), "{report}");
 }
+
+/// The values the corpus does not refuse because their file format can hold them: spaces, `#`,
+/// commas and non-ASCII blanks in a mount's source and target (fstab's `\ooo` escapes), and `#`,
+/// commas and spaces in a GECOS comment (passwd fields part at `:` only). Written into a temp
+/// root, read back by util-linux's own fstab parser and by splitting the passwd line, they come
+/// out as they went in, on one line each; a second apply changes nothing.
+#[test]
+fn values_the_formats_can_hold_are_escaped_and_read_back() {
+    let sandbox = Sandbox::debian();
+    let target = "/mnt/lab share #1\u{a0}x";
+    let source = "//nas/lab share #1";
+    let comment = "Ada Lovelace,Room #2,+44 20 7946 0000,ü";
+    let m = sandbox.manifest(
+        "m.yaml",
+        &format!(
+            "nodes:\n  - name: master\n    address: 10.0.0.1\nresources:\n  - user: {{name: ada, comment: \"{comment}\", create_home: false}}\n  - mount: {{target: \"{target}\", source: \"{source}\", options: [guest], state: present}}\n"
+        ),
+    );
+    let m = m.to_str().unwrap();
+    sandbox.run(&["apply", m, "--node", "master"]).expect(0);
+
+    let fstab = sandbox.read("/etc/fstab");
+    let line = fstab
+        .lines()
+        .find(|l| l.starts_with("//nas/"))
+        .unwrap_or_else(|| panic!("no line for the share:\n{fstab}"));
+    assert_eq!(
+        line,
+        "//nas/lab\\040share\\040#1 /mnt/lab\\040share\\040#1\\302\\240x cifs guest,nofail,_netdev 0 0"
+    );
+    let tab = sandbox.path("/etc/fstab");
+    let out = std::process::Command::new("findmnt")
+        .args([
+            "--tab-file",
+            tab.to_str().unwrap(),
+            "--json",
+            "-o",
+            "SOURCE,TARGET",
+        ])
+        .output()
+        .expect("run findmnt");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parsed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let entries = parsed["filesystems"].as_array().unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["source"] == source && e["target"] == target),
+        "findmnt read the fstab back as {parsed}"
+    );
+
+    let passwd = sandbox.read("/etc/passwd");
+    let ada: Vec<&str> = passwd
+        .lines()
+        .find(|l| l.starts_with("ada:"))
+        .unwrap_or_else(|| panic!("no ada in\n{passwd}"))
+        .split(':')
+        .collect();
+    assert_eq!(ada.len(), 7, "{ada:?}");
+    assert_eq!(ada[4], comment);
+
+    let again = sandbox.run(&["apply", m, "--node", "master", "--detailed-exitcodes"]);
+    again.expect(0);
+    assert_eq!(sandbox.read("/etc/fstab"), fstab);
+    assert_eq!(sandbox.read("/etc/passwd"), passwd);
+}

@@ -445,6 +445,110 @@ fn a_status_api_off_loopback_needs_a_token_file_and_then_the_token() {
     assert_eq!(agent.term().code(), Some(0), "{}", agent.log());
 }
 
+/// What a client that sends its request one byte at a time got.
+struct Trickled {
+    /// Bytes of the request it had sent when the answer came.
+    sent: usize,
+    answer: String,
+}
+
+/// Sends `request` one byte at a time, waiting up to 100 ms for an answer after each (so the
+/// whole request takes seconds); stops sending once an answer comes, and reads it to the end.
+fn trickle(addr: &str, request: &[u8]) -> Trickled {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut sent = 0;
+    let mut buf = [0u8; 4096];
+    while answer.is_empty() && sent < request.len() {
+        if s.write_all(&request[sent..=sent]).is_err() {
+            break;
+        }
+        sent += 1;
+        match s.read(&mut buf) {
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.read_to_end(&mut answer);
+    Trickled {
+        sent,
+        answer: String::from_utf8_lossy(&answer).into_owned(),
+    }
+}
+
+#[test]
+fn a_client_trickling_its_request_is_cut_off_and_others_are_answered_meanwhile() {
+    let sb = Sandbox::empty();
+    let m = sb.manifest("m.yaml", FILES);
+    let mut agent = Agent::start(&sb, &m, &["--status-listen", "127.0.0.1:0"], &[]);
+    let addr = agent.status_addr();
+    agent.until("the first reconcile", |_| {
+        get(&addr, "/status", None)
+            .ok()
+            .filter(|(code, body)| *code == 200 && body.contains("\"reconciles_total\": 1"))
+    });
+    // 60 bytes at one per 100 ms would take 6 s; the head must be whole 2 s after the connect.
+    let request = b"GET /status HTTP/1.1\r\nHost: x\r\nUser-Agent: trickle/1.0 x\r\n\r\n";
+    assert_eq!(request.len(), 60);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tricklers: Vec<_> = (0..3)
+        .map(|_| {
+            let (addr, tx) = (addr.clone(), tx.clone());
+            std::thread::spawn(move || {
+                let got = trickle(&addr, request);
+                let _ = tx.send(());
+                got
+            })
+        })
+        .collect();
+    // Each trickler's thread sends its first byte at once; answers to other clients must not
+    // wait for them (one accept loop answering in turn would hold every request behind them).
+    std::thread::sleep(Duration::from_millis(300));
+    for path in ["/health", "/status", "/metrics"] {
+        let (code, body) = get(&addr, path, None).unwrap();
+        assert_eq!(code, 200, "{path}: {body}");
+    }
+    assert!(
+        rx.try_recv().is_err(),
+        "a trickling client was answered before the normal requests came back"
+    );
+    for t in tricklers {
+        let got = t.join().unwrap();
+        assert!(
+            got.answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+            "the trickling client got: {:?}",
+            got.answer
+        );
+        assert!(
+            got.sent < request.len(),
+            "the trickling client sent its whole request ({} bytes) before it was cut off",
+            got.sent
+        );
+    }
+
+    // A head over the limit is refused without waiting for its end.
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let big = format!("GET /status HTTP/1.1\r\nX-Fill: {}", "a".repeat(20 * 1024));
+    let _ = s.write_all(big.as_bytes());
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 431 "),
+        "an oversized head got: {answer:?}"
+    );
+    assert_eq!(get(&addr, "/health", None).unwrap(), (200, "ok\n".into()));
+    assert_eq!(agent.term().code(), Some(0), "{}", agent.log());
+}
+
 #[test]
 fn install_agent_writes_and_enables_a_unit_systemd_accepts() {
     let sb = Sandbox::empty();

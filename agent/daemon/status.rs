@@ -1,19 +1,24 @@
 //! The agent's status API: `/health`, `/status` (JSON) and `/metrics` (Prometheus text) over
-//! plain HTTP/1.1 on one thread.
+//! plain HTTP/1.1, one short-lived thread per connection.
 //!
 //! Guarantees: it listens on a loopback address unless a token file is given, and with a token
 //! every request must carry `Authorization: Bearer <token>`; it only reads (no endpoint changes
-//! anything); a slow or broken client cannot stall it for more than [`CLIENT_TIMEOUT`]. The data
+//! anything); a client has [`CLIENT_TIMEOUT`] from its connect to send the whole request head
+//! (at most [`HEAD_LIMIT`] bytes) and as long again to take the answer, however it trickles, and
+//! a slow client holds only its own thread: others are answered meanwhile (up to
+//! [`MAX_CLIENTS`] at once; past that a client gets `503` at once). [`request_head_response`]
+//! is the whole answer to a request head as a pure function of it and the board. The data
 //! is a [`Board`] the agent loop updates after each reconcile and on each tick (services: at most
 //! one tick, 200 ms, old).
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
@@ -25,8 +30,14 @@ use crate::supervisor::{ServiceStatus, State};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9779";
 /// Where the agent writes the address it listens on (under the root), for `provision status`.
 pub const ADDR_FILE: &str = "status.addr";
-/// How long one client may take to send its request.
+/// How long one client may take to send its whole request head (and, again, to take the answer).
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The largest request head read.
+pub const HEAD_LIMIT: usize = 16 * 1024;
+/// Connections served at once (each on its own thread, for [`CLIENT_TIMEOUT`] at most twice).
+pub const MAX_CLIENTS: usize = 32;
+/// How long a connection is kept after its answer for the client to close it.
+const LINGER: Duration = Duration::from_millis(500);
 /// Drift events kept for `/status` (the counter counts them all).
 const DRIFT_KEPT: usize = 100;
 
@@ -557,14 +568,10 @@ pub fn serve(listen: &Listen, host: &Host, board: Board) -> Result<Server, Liste
     if let Some(p) = &addr_file {
         let _ = std::fs::write(p, format!("{bound}\n"));
     }
-    let token = listen.token.clone();
+    let token: Option<Arc<str>> = listen.token.as_deref().map(Arc::from);
     std::thread::Builder::new()
         .name("status".into())
-        .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                handle(stream, &board, token.as_deref());
-            }
-        })
+        .spawn(move || accept_loop(&listener, &board, token.as_ref()))
         .map_err(|source| ListenError::Bind {
             addr: listen.addr,
             source,
@@ -572,90 +579,345 @@ pub fn serve(listen: &Listen, host: &Host, board: Board) -> Result<Server, Liste
     Ok(Server { addr_file })
 }
 
-/// Answers one request and closes the connection.
-fn handle(stream: TcpStream, board: &Board, token: Option<&str>) {
-    let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
-    let mut reader = BufReader::new((&stream).take(16 * 1024));
-    let mut request = String::new();
-    if reader.read_line(&mut request).is_err() {
-        return;
+/// Accepts connections and answers each on a thread of its own, so a client that sends its
+/// request slowly holds only its own thread (for [`CLIENT_TIMEOUT`] at most), never the loop.
+fn accept_loop(listener: &TcpListener, board: &Board, token: Option<&Arc<str>>) {
+    let busy = Arc::new(AtomicUsize::new(0));
+    for stream in listener.incoming().flatten() {
+        if busy.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
+            busy.fetch_sub(1, Ordering::SeqCst);
+            refuse_busy(&stream);
+            continue;
+        }
+        let slot = Slot(Arc::clone(&busy));
+        let (board, token) = (board.clone(), token.cloned());
+        let spawned = std::thread::Builder::new()
+            .name("status-client".into())
+            .spawn(move || {
+                let _slot = slot;
+                handle(&stream, &board, token.as_deref());
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "status API: cannot start a thread for a client");
+        }
     }
-    let mut auth = None;
+}
+
+/// One client's place among the [`MAX_CLIENTS`]; given back when its thread ends.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The answer when [`MAX_CLIENTS`] are being served: at once, so the loop goes on accepting.
+fn refuse_busy(stream: &TcpStream) {
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+    let answer = response(
+        "503 Service Unavailable",
+        "text/plain",
+        b"too many clients at once; try again\n",
+        &["Retry-After: 1"],
+        false,
+    );
+    let _ = (&*stream).write_all(&answer);
+}
+
+/// Answers one request and closes the connection: the request head must arrive whole within
+/// [`CLIENT_TIMEOUT`] of the connect, and the answer must be taken within as long again.
+fn handle(stream: &TcpStream, board: &Board, token: Option<&str>) {
+    let answer = match read_head(stream, Instant::now() + CLIENT_TIMEOUT) {
+        Ok(head) => request_head_response(&head, board, token),
+        Err(HeadError::Closed) => return,
+        Err(HeadError::Slow) => response(
+            "408 Request Timeout",
+            "text/plain",
+            format!(
+                "the request head did not arrive within {} s\n",
+                CLIENT_TIMEOUT.as_secs()
+            )
+            .as_bytes(),
+            &[],
+            false,
+        ),
+        Err(HeadError::TooLarge) => response(
+            "431 Request Header Fields Too Large",
+            "text/plain",
+            format!("the request head is over {HEAD_LIMIT} bytes\n").as_bytes(),
+            &[],
+            false,
+        ),
+    };
+    write_within(stream, &answer, Instant::now() + CLIENT_TIMEOUT);
+    linger(stream);
+}
+
+/// Ends the connection so the answer survives: closing a socket with unread bytes (the rest of
+/// a refused head, a trickler's next byte) makes the kernel send a reset that can destroy the
+/// answer in flight. So: our side is shut first (the client sees the end of the answer), and
+/// what the client still sends is read and dropped until it closes, for [`LINGER`] at most.
+fn linger(stream: &TcpStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let deadline = Instant::now() + LINGER;
+    let mut sink = [0u8; 4096];
+    let mut dropped = 0;
+    while dropped < 64 * 1024 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match (&*stream).read(&mut sink) {
+            Ok(0) => return,
+            Ok(n) => dropped += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Why no request head was read.
+#[derive(Debug, PartialEq, Eq)]
+enum HeadError {
+    /// The client closed the connection (or it broke) before sending anything.
+    Closed,
+    /// The deadline passed before the blank line that ends the head.
+    Slow,
+    /// More than [`HEAD_LIMIT`] bytes without the blank line.
+    TooLarge,
+}
+
+/// Reads up to the blank line that ends the request head, by `deadline` at the latest: each
+/// read waits only for the time left, so a byte a second does not keep the connection open.
+/// A client that closes its side after a partial head gets an answer to what it sent.
+fn read_head(stream: &TcpStream, deadline: Instant) -> Result<Vec<u8>, HeadError> {
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 2048];
     loop {
-        let mut line = String::new();
-        match reader.read_line(&mut line) {
-            Ok(0) | Err(_) => break,
-            Ok(_) if line.trim().is_empty() => break,
-            Ok(_) => {
-                if let Some((k, v)) = line.split_once(':')
-                    && k.trim().eq_ignore_ascii_case("authorization")
-                {
-                    auth = Some(v.trim().to_owned());
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(HeadError::Slow);
+        }
+        stream
+            .set_read_timeout(Some(left))
+            .map_err(|_| HeadError::Closed)?;
+        match (&*stream).read(&mut chunk) {
+            Ok(0) if head.is_empty() => return Err(HeadError::Closed),
+            Ok(0) => return Ok(head),
+            Ok(n) => {
+                // Only the new bytes (and the three before them) can complete the end mark.
+                let from = head.len().saturating_sub(3);
+                head.extend_from_slice(&chunk[..n]);
+                if let Some(end) = head_end(&head[from..]) {
+                    head.truncate(from + end);
+                    return Ok(head);
+                }
+                if head.len() > HEAD_LIMIT {
+                    return Err(HeadError::TooLarge);
                 }
             }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(HeadError::Slow);
+            }
+            Err(_) => return Err(HeadError::Closed),
         }
     }
-    let mut parts = request.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
-    let authorized = match token {
-        None => true,
-        Some(t) => auth
-            .as_deref()
-            .and_then(|a| a.strip_prefix("Bearer "))
-            .is_some_and(|given| same(given.trim().as_bytes(), t.as_bytes())),
+}
+
+/// Where the head in `bytes` ends (just after its blank line: CRLF CRLF, or LF LF from a lax
+/// client), if it does.
+fn head_end(bytes: &[u8]) -> Option<usize> {
+    (0..bytes.len()).find_map(|i| {
+        let rest = &bytes[i..];
+        if rest.starts_with(b"\r\n\r\n") {
+            Some(i + 4)
+        } else if rest.starts_with(b"\n\n") {
+            Some(i + 2)
+        } else if rest.starts_with(b"\n\r\n") {
+            Some(i + 3)
+        } else {
+            None
+        }
+    })
+}
+
+/// Writes `bytes`, giving up at `deadline` (a client that does not read cannot hold the thread).
+fn write_within(stream: &TcpStream, bytes: &[u8], deadline: Instant) {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_write_timeout(Some(left)).is_err() {
+            return;
+        }
+        match (&*stream).write(rest) {
+            Ok(0) => return,
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// A request as the status API understands it.
+#[derive(Debug, PartialEq, Eq)]
+struct Request<'a> {
+    method: &'a str,
+    /// The target without its query string.
+    path: &'a str,
+    /// The `Authorization` header's value, trimmed.
+    authorization: Option<&'a [u8]>,
+}
+
+/// Parses a request head (request line, header lines, up to the blank line; bytes after it are
+/// ignored). `Err` says why it is not a request this API can answer.
+fn parse_request(head: &[u8]) -> Result<Request<'_>, &'static str> {
+    if head.len() > HEAD_LIMIT {
+        return Err("the request head is too large");
+    }
+    let mut lines = head
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let first = lines.next().unwrap_or_default();
+    let first = std::str::from_utf8(first).map_err(|_| "the request line is not UTF-8")?;
+    let mut parts = first.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("the request line is not `METHOD TARGET HTTP/1.1`");
     };
-    let (code, kind, body) = if method != "GET" && method != "HEAD" {
-        (
-            "405 Method Not Allowed",
-            "text/plain",
-            "only GET\n".to_owned(),
-        )
-    } else if !authorized {
-        (
-            "401 Unauthorized",
-            "text/plain",
-            "send Authorization: Bearer <token>\n".to_owned(),
-        )
-    } else {
-        match path {
-            "/health" => ("200 OK", "text/plain", "ok\n".to_owned()),
-            "/status" => (
-                "200 OK",
-                "application/json",
-                serde_json::to_string_pretty(&board.json()).unwrap_or_default() + "\n",
-            ),
-            "/metrics" => (
-                "200 OK",
-                "text/plain; version=0.0.4; charset=utf-8",
-                board.metrics(),
-            ),
-            "/gpu/xids" => (
-                "200 OK",
-                "application/json",
-                serde_json::to_string_pretty(&board.xids_json()).unwrap_or_default() + "\n",
-            ),
-            _ => (
-                "404 Not Found",
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err("the method is not a word in capitals");
+    }
+    if !target.starts_with('/') || target.bytes().any(|b| b.is_ascii_control()) {
+        return Err("the target is not an absolute path");
+    }
+    if version != "HTTP/1.1" && version != "HTTP/1.0" {
+        return Err("the version is not HTTP/1.0 or HTTP/1.1");
+    }
+    let mut authorization = None;
+    for line in lines {
+        if line.is_empty() {
+            break;
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            return Err("a header line has no `:`");
+        };
+        let (name, value) = (&line[..colon], &line[colon + 1..]);
+        if name.is_empty() || name.iter().any(|b| !b.is_ascii_graphic()) {
+            return Err("a header name is empty or has a space or control character");
+        }
+        if name.eq_ignore_ascii_case(b"authorization") {
+            if authorization.is_some() {
+                return Err("two Authorization headers");
+            }
+            authorization = Some(value.trim_ascii());
+        }
+    }
+    let path = target.split('?').next().unwrap_or(target);
+    Ok(Request {
+        method,
+        path,
+        authorization,
+    })
+}
+
+/// The whole HTTP answer (status line, headers, body) to the request head `head`: what the
+/// server sends for it, byte for byte. Pure but for reading `board`.
+pub fn request_head_response(head: &[u8], board: &Board, token: Option<&str>) -> Vec<u8> {
+    let request = match parse_request(head) {
+        Ok(r) => r,
+        Err(why) => {
+            return response(
+                "400 Bad Request",
                 "text/plain",
-                "endpoints: /health /status /metrics /gpu/xids\n".to_owned(),
-            ),
+                format!("bad request: {why}\n").as_bytes(),
+                &[],
+                false,
+            );
         }
     };
-    let mut head = format!(
+    let head_only = request.method == "HEAD";
+    let authorized = match token {
+        None => true,
+        Some(t) => request
+            .authorization
+            .and_then(|a| a.strip_prefix(b"Bearer "))
+            .is_some_and(|given| same(given.trim_ascii(), t.as_bytes())),
+    };
+    if request.method != "GET" && !head_only {
+        return response(
+            "405 Method Not Allowed",
+            "text/plain",
+            b"only GET\n",
+            &["Allow: GET, HEAD"],
+            false,
+        );
+    }
+    if !authorized {
+        return response(
+            "401 Unauthorized",
+            "text/plain",
+            b"send Authorization: Bearer <token>\n",
+            &["WWW-Authenticate: Bearer"],
+            head_only,
+        );
+    }
+    let (code, kind, body) = match request.path {
+        "/health" => ("200 OK", "text/plain", "ok\n".to_owned()),
+        "/status" => (
+            "200 OK",
+            "application/json",
+            serde_json::to_string_pretty(&board.json()).unwrap_or_default() + "\n",
+        ),
+        "/metrics" => (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            board.metrics(),
+        ),
+        "/gpu/xids" => (
+            "200 OK",
+            "application/json",
+            serde_json::to_string_pretty(&board.xids_json()).unwrap_or_default() + "\n",
+        ),
+        _ => (
+            "404 Not Found",
+            "text/plain",
+            "endpoints: /health /status /metrics /gpu/xids\n".to_owned(),
+        ),
+    };
+    response(code, kind, body.as_bytes(), &[], head_only)
+}
+
+/// An HTTP/1.1 answer that closes the connection; `head_only` leaves the body out (a `HEAD`
+/// request), keeping its `Content-Length`.
+fn response(
+    code: &str,
+    kind: &str,
+    body: &[u8],
+    extra_headers: &[&str],
+    head_only: bool,
+) -> Vec<u8> {
+    let mut out = format!(
         "HTTP/1.1 {code}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
     );
-    if code.starts_with("401") {
-        head.push_str("WWW-Authenticate: Bearer\r\n");
+    for h in extra_headers {
+        out.push_str(h);
+        out.push_str("\r\n");
     }
-    head.push_str("\r\n");
-    let mut out = &stream;
-    let _ = out.write_all(head.as_bytes());
-    if method != "HEAD" {
-        let _ = out.write_all(body.as_bytes());
+    out.push_str("\r\n");
+    let mut out = out.into_bytes();
+    if !head_only {
+        out.extend_from_slice(body);
     }
+    out
 }
 
 /// Compares without an early exit, so the time taken does not tell how much of a guess matched.
@@ -693,6 +955,94 @@ mod tests {
         let missing = dir.path().join("nope");
         let err = Listen::new(any, Some(&missing)).unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    fn answer(head: &str, token: Option<&str>) -> String {
+        let board = Board::new("n1");
+        String::from_utf8(request_head_response(head.as_bytes(), &board, token)).unwrap()
+    }
+
+    fn code(answer: &str) -> &str {
+        answer.split(' ').nth(1).unwrap_or("")
+    }
+
+    #[test]
+    fn request_heads_are_answered_by_what_they_ask() {
+        let ok = answer("GET /health HTTP/1.1\r\nHost: x\r\n\r\n", None);
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(ok.ends_with("\r\n\r\nok\n"), "{ok}");
+        assert!(ok.contains("\r\nContent-Length: 3\r\n"), "{ok}");
+        let head = answer("HEAD /health?x=1 HTTP/1.0\n\n", None);
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(
+            head.ends_with("Content-Length: 3\r\nConnection: close\r\n\r\n"),
+            "{head}"
+        );
+        let status = answer("GET /status HTTP/1.1\r\n\r\n", None);
+        let body = status.split_once("\r\n\r\n").unwrap().1;
+        let doc: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(doc["node"], "n1");
+        assert_eq!(code(&answer("GET /nope HTTP/1.1\r\n\r\n", None)), "404");
+        assert_eq!(code(&answer("POST /status HTTP/1.1\r\n\r\n", None)), "405");
+    }
+
+    #[test]
+    fn a_token_is_needed_whole_and_once() {
+        let t = Some("s3cret");
+        let no = answer("GET /status HTTP/1.1\r\n\r\n", t);
+        assert_eq!(code(&no), "401");
+        assert!(no.contains("\r\nWWW-Authenticate: Bearer\r\n"), "{no}");
+        let wrong = "GET /status HTTP/1.1\r\nAuthorization: Bearer s3cre\r\n\r\n";
+        assert_eq!(code(&answer(wrong, t)), "401");
+        let right = "GET /health HTTP/1.1\r\nauthorization:  Bearer s3cret \r\n\r\n";
+        assert_eq!(code(&answer(right, t)), "200");
+        let twice = "GET /health HTTP/1.1\r\nAuthorization: Bearer s3cret\r\nAuthorization: Bearer x\r\n\r\n";
+        assert_eq!(code(&answer(twice, t)), "400");
+        for a in [&no, &answer(wrong, t), &answer(twice, t)] {
+            assert!(!a.contains("s3cret"), "the token is in an answer: {a}");
+        }
+    }
+
+    #[test]
+    fn malformed_heads_get_400_without_echoing_them() {
+        for head in [
+            &b""[..],
+            b"\r\n\r\n",
+            b"GET\r\n\r\n",
+            b"GET /health\r\n\r\n",
+            b"GET /health HTTP/2\r\n\r\n",
+            b"GET  /health HTTP/1.1\r\n\r\n",
+            b"get /health HTTP/1.1\r\n\r\n",
+            b"GET health HTTP/1.1\r\n\r\n",
+            b"GET /he\x01alth HTTP/1.1\r\n\r\n",
+            b"GET /\xff HTTP/1.1\r\n\r\n",
+            b"GET /health HTTP/1.1\r\nno colon here\r\n\r\n",
+            b"GET /health HTTP/1.1\r\nBad Name: x\r\n\r\n",
+            b"GET /health HTTP/1.1\r\n: x\r\n\r\n",
+        ] {
+            let board = Board::new("n1");
+            let a = String::from_utf8(request_head_response(head, &board, None)).unwrap();
+            assert_eq!(code(&a), "400", "{:?}: {a}", String::from_utf8_lossy(head));
+            assert!(!a.contains("health"), "the answer echoes the request: {a}");
+        }
+        let huge = format!(
+            "GET /health HTTP/1.1\r\nX: {}\r\n\r\n",
+            "a".repeat(HEAD_LIMIT)
+        );
+        assert_eq!(code(&answer(&huge, None)), "400");
+    }
+
+    #[test]
+    fn the_head_ends_at_the_first_blank_line() {
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nbody"), Some(24));
+        assert_eq!(head_end(b"GET / HTTP/1.1\n\n"), Some(16));
+        assert_eq!(head_end(b"GET / HTTP/1.1\n\r\n"), Some(17));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n"), None);
+        let r = parse_request(b"GET /metrics?x HTTP/1.1\r\n\r\nX-After: the head\r\n").unwrap();
+        assert_eq!(
+            (r.method, r.path, r.authorization),
+            ("GET", "/metrics", None)
+        );
     }
 
     #[test]

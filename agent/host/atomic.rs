@@ -70,7 +70,17 @@ pub fn write_checked(
         .unwrap_or_default();
     remove_stale_temps(dir, &name)?;
     let temp = dir.join(format!(".{name}{TEMP_MARK}{}", std::process::id()));
+    let named = |e: Error| match e {
+        Error::Io { action, source, .. } => Error::Write {
+            target: target.to_owned(),
+            step: action,
+            temp: temp.clone(),
+            source,
+        },
+        other => other,
+    };
     let result = write_temp(&temp, target, content, meta)
+        .map_err(named)
         .and_then(|()| check(&temp))
         .and_then(|()| {
             std::fs::rename(&temp, target).map_err(Error::io("rename into place", target))

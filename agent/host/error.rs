@@ -4,12 +4,32 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot {action} {}: {source}", path.display())]
+    #[error("cannot {action} {}: {source}{}", path.display(), cause(source))]
     Io {
         action: &'static str,
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    /// A step of an atomic write failed: named by the file being replaced, not only its temporary
+    /// copy (which is removed again).
+    #[error(
+        "cannot write {}: cannot {step} its temporary copy {}: {source}{}",
+        target.display(), temp.display(), cause(source)
+    )]
+    Write {
+        target: PathBuf,
+        step: &'static str,
+        temp: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The backup kept before a change could not be made, so the change was not made either.
+    #[error("cannot back up {path} before changing it, so it is left as it was: {source}")]
+    Backup {
+        path: String,
+        #[source]
+        source: Box<Error>,
     },
     #[error(
         "{} resolves through the symlink {} to {}, which is outside the root {}; provision does not follow links out of the managed root",
@@ -54,6 +74,16 @@ impl Error {
             path,
             source,
         }
+    }
+}
+
+/// What an error number means for the person reading the message, where it is not plain.
+fn cause(e: &std::io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(nix::libc::ENOSPC) => " (the disk is full)",
+        Some(nix::libc::EDQUOT) => " (the disk quota is used up)",
+        Some(nix::libc::EROFS) => " (the filesystem is mounted read-only)",
+        _ => "",
     }
 }
 

@@ -209,6 +209,17 @@ impl Host {
     /// path. Backups live in `/var/lib/provision/backups/` under the root (mode 0700), named after
     /// the file and this run's timestamp.
     pub fn backup(&self, path: &str) -> Result<PathBuf> {
+        self.keep_backup(path).map_err(|e| match e {
+            // A link out of the root is the path's own problem, not the backup's.
+            e @ (Error::Escape { .. } | Error::SymlinkLoop { .. }) => e,
+            e => Error::Backup {
+                path: path.to_owned(),
+                source: Box::new(e),
+            },
+        })
+    }
+
+    fn keep_backup(&self, path: &str) -> Result<PathBuf> {
         let real = self.resolve(path)?;
         let content = std::fs::read(&real).map_err(Error::io("read for backup", &real))?;
         let meta = std::fs::metadata(&real).map_err(Error::io("inspect", &real))?;
@@ -255,7 +266,12 @@ impl Host {
     /// Takes the apply lock (`/var/lib/provision/lock`), waiting for another apply to finish.
     /// Held until the returned guard is dropped.
     pub fn lock(&self) -> Result<nix::fcntl::Flock<File>> {
-        self.ensure_private_dir(STATE_DIR)?;
+        self.ensure_private_dir(STATE_DIR).map_err(|e| match e {
+            Error::Io { .. } => Error::Other(format!(
+                "cannot make provision's state folder {STATE_DIR} for the apply lock: {e}"
+            )),
+            e => e,
+        })?;
         let path = self.resolve(&format!("{STATE_DIR}/lock"))?;
         let file = std::fs::OpenOptions::new()
             .create(true)

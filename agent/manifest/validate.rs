@@ -75,6 +75,15 @@ pub fn path_problem(path: &str) -> Option<&'static str> {
     if !p.is_absolute() {
         return Some("is not an absolute path");
     }
+    // Control characters first: what follows a newline is no part of the path a reader sees.
+    if path.contains('\0') {
+        return Some("contains a NUL byte");
+    }
+    if path.chars().any(char::is_control) {
+        return Some(
+            "contains a control character (a newline, tab or the like), which would break the files and reports that name it",
+        );
+    }
     if p.components().any(|c| matches!(c, Component::ParentDir)) {
         return Some("contains `..`, which could leave the managed root");
     }
@@ -89,8 +98,61 @@ pub fn path_problem(path: &str) -> Option<&'static str> {
     if path == "/" {
         return Some("is the root directory itself");
     }
-    if path.contains('\0') {
-        return Some("contains a NUL byte");
+    None
+}
+
+/// What a path written by provision is: where [`reserved_problem`] puts its limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// A file or folder provision writes or re-owns (file, directory, hosts, keys, envs ...).
+    Path,
+    /// A mount point: it hides what is under it.
+    MountPoint,
+    /// A user's home, created when missing (Debian's own accounts have homes such as /bin or /dev).
+    Home,
+}
+
+/// System folders that no file, directory or mount may be: replacing, re-owning or mounting
+/// over one breaks the node (`/` itself is refused by [`path_problem`]).
+const SYSTEM_DIRS: &[&str] = &[
+    "/etc", "/dev", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/run",
+];
+
+/// Whether `path` is `dir` or inside it.
+fn within(path: &str, dir: &str) -> bool {
+    path.strip_prefix(dir)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// Why provision must not write at `path` (already free of [`path_problem`]s), if it must not:
+/// the kernel's own filesystems, provision's own state, device nodes, system folders themselves.
+pub fn reserved_problem(path: &str, what: Written) -> Option<String> {
+    let path = path.trim_end_matches('/');
+    for kernel in ["/proc", "/sys"] {
+        if within(path, kernel) {
+            return Some(format!(
+                "is in {kernel}, a filesystem the kernel makes up; nothing there is provision's to write"
+            ));
+        }
+    }
+    if within(path, crate::host::STATE_DIR) {
+        return Some(format!(
+            "is in {}, provision's own state (its lock, backups and agent files)",
+            crate::host::STATE_DIR
+        ));
+    }
+    if what == Written::Path && within(path, "/dev") {
+        return Some("is in /dev, where the kernel and udev keep device nodes".into());
+    }
+    if what != Written::Home && SYSTEM_DIRS.contains(&path) {
+        return Some(match what {
+            Written::MountPoint => {
+                format!("is the system folder {path}, which a mount would hide")
+            }
+            _ => format!(
+                "is the system folder {path} itself, which provision must not replace or re-own"
+            ),
+        });
     }
     None
 }
@@ -134,14 +196,14 @@ impl Validator<'_> {
             return;
         };
         let (c, o) = (&conda.value, &conda.origin);
-        if let Some(problem) = path_problem(&c.root) {
-            self.error(
-                o,
-                "root",
-                format!("root `{}` {problem}", c.root),
-                "write the installation's absolute path on the node, e.g. /opt/conda",
-            );
-        }
+        self.written(
+            o,
+            "root",
+            "root",
+            &c.root,
+            Written::Path,
+            "write the installation's absolute path on the node, e.g. /opt/conda",
+        );
         for (field, list) in [("envs_dirs", &c.envs_dirs), ("pkgs_dirs", &c.pkgs_dirs)] {
             for (i, dir) in list.iter().enumerate() {
                 if let Some(problem) = path_problem(dir) {
@@ -424,9 +486,17 @@ impl Validator<'_> {
                         ("home", &u.home, "/home/pyme"),
                         ("shell", &u.shell, "/bin/bash"),
                     ] {
-                        if let Some(p) = value
-                            && let Some(problem) = path_problem(p)
-                        {
+                        let Some(p) = value else { continue };
+                        let problem = path_problem(p).map(str::to_owned).or_else(|| {
+                            if p.contains(':') {
+                                Some("contains `:`, which would split its /etc/passwd line".into())
+                            } else if field == "home" {
+                                reserved_problem(p, Written::Home)
+                            } else {
+                                None
+                            }
+                        });
+                        if let Some(problem) = problem {
                             self.error(
                                 o,
                                 &format!("{kind}.{field}"),
@@ -436,14 +506,14 @@ impl Validator<'_> {
                         }
                     }
                     if let Some(c) = &u.comment
-                        && (c.contains(':') || c.contains('\n'))
+                        && (c.contains(':') || c.chars().any(char::is_control))
                     {
                         self.error(
                             o,
                             &format!("{kind}.comment"),
-                            "comment contains `:` or a newline, which would corrupt /etc/passwd"
+                            "comment contains `:` or a control character (a newline, tab, NUL ...), which would corrupt /etc/passwd"
                                 .into(),
-                            "remove the colon or newline",
+                            "remove the colon or control character; commas separate GECOS fields (Full Name,Room,Phone)",
                         );
                     }
                 }
@@ -464,19 +534,29 @@ impl Validator<'_> {
     }
 
     fn mount(&mut self, o: &Origin, m: &MountSpec) {
-        if let Some(problem) = path_problem(&m.target) {
-            self.error(
-                o,
-                "mount.target",
-                format!("target `{}` {problem}", m.target),
-                "write the absolute mount point on the node, e.g. /mnt/data",
-            );
-        }
+        self.written(
+            o,
+            "mount.target",
+            "target",
+            &m.target,
+            Written::MountPoint,
+            "write the absolute mount point on the node, e.g. /mnt/data",
+        );
         if m.source.is_empty() || m.source.chars().any(char::is_control) {
             self.error(
                 o,
                 "mount.source",
                 format!("source {:?} is empty or has a control character", m.source),
+                "write the share or device, e.g. //nas.example/data or UUID=...",
+            );
+        } else if m.source.starts_with('#') {
+            self.error(
+                o,
+                "mount.source",
+                format!(
+                    "source {:?} starts with `#`, which would make its fstab line a comment",
+                    m.source
+                ),
                 "write the share or device, e.g. //nas.example/data or UUID=...",
             );
         }
@@ -645,13 +725,13 @@ impl Validator<'_> {
                     }
                 }
             }
-            if let Some(p) = &c.path
-                && let Some(problem) = path_problem(p)
-            {
-                self.error(
+            if let Some(p) = &c.path {
+                self.written(
                     o,
                     "mount.credentials.path",
-                    format!("path `{p}` {problem}"),
+                    "path",
+                    p,
+                    Written::Path,
                     "write an absolute path such as /etc/provision/credentials/data",
                 );
             }
@@ -674,16 +754,14 @@ impl Validator<'_> {
                 "a conda_env needs exactly one of prefix: and name:".into(),
                 "write prefix: /opt/envs/analysis, or name: analysis for <root>/envs/analysis",
             ),
-            (Some(prefix), None) => {
-                if let Some(problem) = path_problem(prefix) {
-                    self.error(
-                        o,
-                        "conda_env.prefix",
-                        format!("prefix `{prefix}` {problem}"),
-                        "write the absolute path of the environment on the node, e.g. /opt/envs/analysis",
-                    );
-                }
-            }
+            (Some(prefix), None) => self.written(
+                o,
+                "conda_env.prefix",
+                "prefix",
+                prefix,
+                Written::Path,
+                "write the absolute path of the environment on the node, e.g. /opt/envs/analysis",
+            ),
             (None, Some(name)) => {
                 let ok = !name.is_empty()
                     && !name.starts_with('.')
@@ -953,6 +1031,32 @@ impl Validator<'_> {
             ),
             _ => {}
         }
+        // Where each word is written: command: [..] items, or command: PROGRAM then args: [..].
+        let word_at = |i: usize| match &svc.command {
+            CommandSpec::List(_) => format!("service.command[{i}]"),
+            CommandSpec::Program(_) if i == 0 => "service.command".to_owned(),
+            CommandSpec::Program(_) => format!("service.args[{}]", i - 1),
+        };
+        if let Some(program) = argv.first()
+            && program.chars().any(char::is_control)
+        {
+            self.error(
+                o,
+                &word_at(0),
+                format!("the program name {program:?} has a control character"),
+                "name the program to run, e.g. PYMERuleServer or /opt/envs/pyme/bin/PYMERuleServer",
+            );
+        }
+        for (i, word) in argv.iter().enumerate().skip(1) {
+            if word.contains('\0') {
+                self.error(
+                    o,
+                    &word_at(i),
+                    format!("argument {word:?} has a NUL byte, which no program can be given"),
+                    "remove the NUL; other characters, newlines too, reach the program as they are (no shell reads them)",
+                );
+            }
+        }
         match svc.user.as_deref() {
             Some("root") if !svc.allow_root => self.error(
                 o,
@@ -990,6 +1094,13 @@ impl Validator<'_> {
                     &format!("service.env.{key}"),
                     format!("`{key}` is not an environment variable name"),
                     "use letters, digits and _, not starting with a digit",
+                );
+            } else if svc.env[key].contains('\0') {
+                self.error(
+                    o,
+                    &format!("service.env.{key}"),
+                    format!("the value of {key} has a NUL byte, which an environment cannot hold"),
+                    "remove the NUL",
                 );
             }
         }
@@ -1307,13 +1418,31 @@ impl Validator<'_> {
     }
 
     fn path(&mut self, origin: &Origin, kind: &str, path: &str) {
-        if let Some(problem) = path_problem(path) {
-            self.error(
-                origin,
-                &format!("{kind}.path"),
-                format!("path `{path}` {problem}"),
-                "write the absolute path the file has on the node, e.g. /etc/PYME/config.yaml; --root decides where it lands",
-            );
+        self.written(
+            origin,
+            &format!("{kind}.path"),
+            "path",
+            path,
+            Written::Path,
+            "write the absolute path the file has on the node, e.g. /etc/PYME/config.yaml; --root decides where it lands",
+        );
+    }
+
+    /// A path provision writes: [`path_problem`], then [`reserved_problem`].
+    fn written(
+        &mut self,
+        origin: &Origin,
+        at: &str,
+        field: &str,
+        path: &str,
+        what: Written,
+        hint: &str,
+    ) {
+        let problem = path_problem(path)
+            .map(str::to_owned)
+            .or_else(|| reserved_problem(path, what));
+        if let Some(problem) = problem {
+            self.error(origin, at, format!("{field} `{path}` {problem}"), hint);
         }
     }
 

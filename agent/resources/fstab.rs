@@ -17,16 +17,20 @@ pub struct Entry {
     pub pass: u8,
 }
 
-/// fstab's escapes for a field: space, tab, newline and backslash as octal (`\040` ...).
+/// fstab's escapes for a field: every whitespace or control character and the backslash as
+/// octal bytes (`\040` for a space, `\302\240` for a no-break space), and a `#` that starts the
+/// field (`\043`, which would otherwise make a line a comment). libmount and [`unescape`] decode
+/// any `\ooo`, so every string survives the round trip and no field can split or end a line.
 pub fn escape(field: &str) -> String {
     let mut out = String::with_capacity(field.len());
-    for c in field.chars() {
-        match c {
-            ' ' => out.push_str("\\040"),
-            '\t' => out.push_str("\\011"),
-            '\n' => out.push_str("\\012"),
-            '\\' => out.push_str("\\134"),
-            c => out.push(c),
+    for (i, c) in field.char_indices() {
+        if c == '\\' || c.is_whitespace() || c.is_control() || (i == 0 && c == '#') {
+            let mut utf8 = [0u8; 4];
+            for b in c.encode_utf8(&mut utf8).bytes() {
+                out.push_str(&format!("\\{b:03o}"));
+            }
+        } else {
+            out.push(c);
         }
     }
     out
@@ -81,11 +85,13 @@ impl Entry {
 
     /// Parses one line; `None` for blank lines, comments and lines with fewer than 4 fields.
     pub fn parse(line: &str) -> Option<Entry> {
-        let body = line.trim_start();
+        let body = line.trim_ascii_start();
         if body.starts_with('#') {
             return None;
         }
-        let mut fields = body.split_whitespace();
+        // Fields part at ASCII blanks only, as libmount parts them: a no-break space inside a
+        // path is part of it.
+        let mut fields = body.split_ascii_whitespace();
         let source = unescape(fields.next()?);
         let target = unescape(fields.next()?);
         let fstype = unescape(fields.next()?);
@@ -106,11 +112,11 @@ impl Entry {
 
 /// The target of a line, decoded, if the line is an entry.
 fn target_of(line: &str) -> Option<String> {
-    let body = line.trim_start();
+    let body = line.trim_ascii_start();
     if body.starts_with('#') {
         return None;
     }
-    body.split_whitespace().nth(1).map(unescape)
+    body.split_ascii_whitespace().nth(1).map(unescape)
 }
 
 /// The first entry for `target` and how many lines name that target.
@@ -184,6 +190,22 @@ mod tests {
         assert_eq!(unescape(&escape(raw)), raw);
         // Not an escape: kept as written.
         assert_eq!(unescape("a\\9b\\04"), "a\\9b\\04");
+        // Unicode blanks, carriage returns and a leading `#` cannot split a line or comment it.
+        let odd = "#nas:/my\u{a0}data\r#x";
+        assert_eq!(escape(odd), "\\043nas:/my\\302\\240data\\015#x");
+        assert_eq!(unescape(&escape(odd)), odd);
+        let e = Entry {
+            source: odd.into(),
+            target: "/mnt/a\u{a0}b #c".into(),
+            fstype: "nfs4".into(),
+            options: vec!["ro".into()],
+            dump: 0,
+            pass: 0,
+        };
+        let text = render("", &e.target, Some(&e.line()));
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert_eq!(find(&text, &e.target), (Some(e.clone()), 1));
+        assert_eq!(render(&text, &e.target, Some(&e.line())), text);
     }
 
     #[test]
