@@ -31,6 +31,7 @@ pub const TARGETS: &[(&str, Property)] = &[
     ("accounts", account_files),
     ("pip_requirement", pip_requirement),
     ("handoff_request", handoff_request),
+    ("status_request", status_request),
 ];
 
 /// Files the fuzzed manifest may name (an include, an environment file, a template, a password
@@ -96,7 +97,8 @@ fn parse_and_build(path: &Path) {
                 assert!(d.line >= 1 && d.column >= 1, "1-based position: {d}");
                 assert!(!d.message.is_empty(), "an error has a message");
                 if let Ok(text) = std::fs::read_to_string(&d.file) {
-                    let lines = text.split('\n').count();
+                    // YAML's line breaks: CRLF, LF, and a lone CR.
+                    let lines = text.replace("\r\n", "\n").split(['\n', '\r']).count();
                     assert!(
                         d.line <= lines + 1,
                         "{d}: line {} of a file with {lines} lines",
@@ -169,9 +171,12 @@ fn outside_blocks(text: &str) -> Vec<&str> {
         }
         kept.push(line);
     }
-    // A block that never ends: its BEGIN marker is provision's, the lines after it may be the
-    // user's.
-    kept.extend(block.into_iter().skip(1));
+    // A block that never ends: its BEGIN marker (and any other BEGIN marker after it) is
+    // provision's, the other lines after it may be the user's.
+    kept.extend(block.into_iter().filter(|l| {
+        !l.trim_end_matches(['\n', '\r'])
+            .starts_with(hosts::BEGIN_PREFIX)
+    }));
     kept
 }
 
@@ -412,5 +417,51 @@ pub fn handoff_request(data: &[u8]) {
         let text = serde_json::to_vec(&request).expect("a request serializes");
         let again: Request = serde_json::from_slice(&text).expect("and reads back");
         assert_eq!(again, request);
+    }
+}
+
+/// The agent's status API, one request head: the answer is always one well-formed HTTP/1.1
+/// response (a status line, only the server's own headers, a Content-Length that is the body's
+/// length), and with a token set nothing but a request carrying it gets a 200.
+pub fn status_request(data: &[u8]) {
+    use crate::daemon::status::{Board, request_head_response};
+    const TOKEN: &str = "fuzz-token-7f3a";
+    let (mode, head) = data.split_first().unwrap_or((&0, &[]));
+    let token = (mode % 2 == 1).then_some(TOKEN);
+    let board = Board::new("fuzz");
+    let answer = request_head_response(head, &board, token);
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("the head of the answer ends with an empty line");
+    let (head_out, body) = (&answer[..split], &answer[split + 4..]);
+    let head_out = std::str::from_utf8(head_out).expect("the answer's head is text");
+    let mut lines = head_out.split("\r\n");
+    let status = lines.next().unwrap_or_default();
+    assert!(status.starts_with("HTTP/1.1 "), "status line {status:?}");
+    let mut length = None;
+    for line in lines {
+        let (name, value) = line.split_once(": ").expect("a header line");
+        assert!(
+            matches!(
+                name,
+                "Content-Type" | "Content-Length" | "Connection" | "WWW-Authenticate" | "Allow"
+            ),
+            "only the server's own headers: {line:?}"
+        );
+        if name == "Content-Length" {
+            length = Some(value.parse::<usize>().expect("a number"));
+        }
+    }
+    let length = length.expect("a Content-Length");
+    assert!(
+        body.len() == length || body.is_empty(),
+        "the body is the length said (or absent, for HEAD)"
+    );
+    if token.is_some() && !head.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()) {
+        assert!(
+            !status.starts_with("HTTP/1.1 200"),
+            "answered without the token: {status}"
+        );
     }
 }

@@ -32,6 +32,18 @@ impl Wanted {
     /// URLs, paths or markers: a node either needs a package or it does not, and `roles`/`nodes`
     /// say which nodes).
     pub fn parse(text: &str) -> Result<Wanted, String> {
+        // pep508_rs 0.9.2 panics on a name that ends in `-`, `.` or `_` followed by a specifier
+        // (`numpy->=1`), where it should refuse it: found by the pip_requirement fuzz target.
+        let name: &str = text
+            .trim_start()
+            .split(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')))
+            .next()
+            .unwrap_or_default();
+        if name.ends_with(['-', '.', '_']) {
+            return Err(format!(
+                "`{text}` is not a pip requirement: the package name `{name}` must end with a letter or digit"
+            ));
+        }
         let requirement = Requirement::from_str(text).map_err(|e| {
             let first = e.to_string();
             let first = first.lines().next().unwrap_or_default().to_owned();
@@ -298,6 +310,21 @@ pub fn tail(text: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_ending_in_a_separator_is_refused_not_a_panic() {
+        // pep508_rs panicked on these (fuzz/regressions/pip_requirement/).
+        for text in [
+            "uumpy->=1.27,<2",
+            "numpy.>=1",
+            "a_ ==1",
+            "dask-[distributed]",
+        ] {
+            let e = Wanted::parse(text).unwrap_err();
+            assert!(e.contains("must end with a letter or digit"), "{text}: {e}");
+        }
+        assert!(Wanted::parse("numpy-quaternion>=2023.0").is_ok());
+    }
 
     #[test]
     fn requirements_parse_and_match_versions() {
