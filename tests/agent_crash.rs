@@ -559,3 +559,59 @@ fn a_backup_left_half_written_is_removed_by_the_next_backup() {
     ));
     assert_eq!(std::fs::read_to_string(kept).unwrap(), "drifted\n");
 }
+
+/// Found by the test above: an agent started right after one was killed refused to run,
+/// "another provision agent (pid N) already runs" with N dead. The lock was held by a child the
+/// killed agent had forked and not yet exec'd (the fork copies the lock's descriptor; the exec
+/// closes it). Here a real process that is not the recorded agent holds the lock for a moment,
+/// as that child does: the new agent waits for it and starts.
+#[test]
+fn an_agent_lock_held_after_its_agent_died_is_waited_for() {
+    let sb = Sandbox::debian();
+    let lock = sb.path("/var/lib/provision/agent.lock");
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    std::fs::write(&lock, format!("{dead}\n")).unwrap();
+    let mut holder = std::process::Command::new("flock")
+        .arg("--no-fork")
+        .arg(&lock)
+        .args(["sleep", "1"])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + LIMIT;
+    while nix::fcntl::Flock::lock(
+        std::fs::File::open(&lock).unwrap(),
+        nix::fcntl::FlockArg::LockSharedNonblock,
+    )
+    .is_ok()
+    {
+        assert!(Instant::now() < deadline, "flock did not take the lock");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let m = sb.manifest(
+        "m.yaml",
+        "nodes:\n  - name: master\n    address: 10.0.0.1\nresources:\n  - file: {path: /etc/app/a.conf, content: \"managed\\n\"}\n",
+    );
+    let mut agent = RunningAgent::start(&sb, &m, "master", &[]);
+    agent.until("the agent's first reconcile", LIMIT, |a| {
+        a.status().is_some()
+    });
+    assert!(
+        holder.try_wait().unwrap().is_some(),
+        "the agent started while another process held its lock"
+    );
+    assert_eq!(sb.read("/etc/app/a.conf"), "managed\n");
+    assert!(
+        agent.log().contains("not by a running agent"),
+        "{}",
+        agent.log()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&lock).unwrap(),
+        format!("{}\n", agent.pid())
+    );
+    agent.stop();
+}
