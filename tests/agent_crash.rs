@@ -54,7 +54,15 @@ class Quiet(http.server.SimpleHTTPRequestHandler):
 try:
     srv = http.server.HTTPServer(("127.0.0.1", port), Quiet)
 except OSError as e:
-    say(f"bindfail {e.errno}")
+    # Who holds the port, from the kernel's socket table: state, owner uid, remote end.
+    held = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as t:
+            for row in list(t)[1:]:
+                f = row.split()
+                if int(f[1].rsplit(":", 1)[1], 16) == port:
+                    held.append(f"state={f[3]} uid={f[7]} remote={f[2]}")
+    say(f"bindfail errno={e.errno} held by {held}")
     raise
 say("listen")
 srv.serve_forever()
@@ -386,9 +394,14 @@ impl Crash {
             "round {round}: stray marked processes: {procs:?}"
         );
         let events = self.events();
+        let failed: Vec<&str> = events
+            .lines()
+            .filter(|l| l.starts_with("bindfail"))
+            .collect();
         assert!(
-            !events.contains("bindfail"),
-            "round {round}: a server could not bind its port (a duplicate held it):\n{events}"
+            failed.is_empty(),
+            "round {round}: a server could not bind its port (a duplicate held it): {failed:?}\n{}",
+            self.logs(agent)
         );
         // What the killed agents left was ended by this one: the zombies are this test's to reap.
         common::reap_adopted();
