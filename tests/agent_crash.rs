@@ -118,12 +118,22 @@ impl Rng {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A free port below the kernel's ephemeral range. A port from that range (what binding port 0
+/// gives) can be taken, while its server is down between two runs, as the local end of any
+/// outgoing connection on the machine (the agent's own probes of the other servers), and the
+/// server would then fail to bind for a reason that has nothing to do with the agent.
+fn service_port(taken: &[u16]) -> u16 {
+    let low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768)
+        .clamp(2048, 65535);
+    let (from, span) = (low / 2, low - low / 2);
+    let start = std::process::id().wrapping_mul(7919) % span;
+    (0..span)
+        .map(|i| (from + (start + i) % span) as u16)
+        .find(|&p| !taken.contains(&p) && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        .expect("a free port below the ephemeral range")
 }
 
 fn manifest(sb: &Sandbox, events: &str) -> PathBuf {
@@ -135,8 +145,10 @@ fn manifest(sb: &Sandbox, events: &str) -> PathBuf {
         sb.manifest(&format!("files/{i}"), &desired(i));
         text.push_str(&format!("  - file: {{path: {path}, source: files/{i}}}\n"));
     }
+    let mut ports = Vec::new();
     for (name, workers, after) in SERVICES {
-        let port = free_port();
+        let port = service_port(&ports);
+        ports.push(port);
         let probe = if name == "dataserver" {
             format!("{{tcp: \"127.0.0.1:{port}\", interval: 20ms}}")
         } else {
