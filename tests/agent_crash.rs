@@ -13,7 +13,8 @@
 //! At the end a SIGTERM stops everything and nothing marked for the root is left.
 //!
 //! The moments come from a seeded generator; the seed is printed, and `PROVISION_CRASH_SEED=N`
-//! replays a run. `PROVISION_CRASH_ROUNDS` sets the number of rounds (default 30; the bench
+//! replays a run's actions and delays (what the agent is doing at each instant still depends on
+//! the machine's load). `PROVISION_CRASH_ROUNDS` sets the number of rounds (default 30; the bench
 //! script runs 200). Every wait has a hard limit, every agent is killed when dropped, and a guard
 //! kills whatever the root's services left if the test fails half-way.
 
