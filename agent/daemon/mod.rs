@@ -286,38 +286,73 @@ pub fn run(config: &Config) -> Result<(), Error> {
     }
 }
 
-/// Takes the agent lock, non-blocking, and writes this agent's pid into it.
+/// How long a new agent waits for an agent lock whose recorded holder has ended. A killed agent's
+/// lock outlives it in the children it had forked but not yet exec'd (a fork copies the lock's
+/// descriptor, the exec closes it): for moments, longer on a loaded machine. Once the lock is
+/// free, every such child has exec'd, so a service among them carries its marker and is found.
+const ENDED_HOLDER_WAIT: Duration = Duration::from_secs(10);
+
+/// Takes the agent lock and writes this agent's pid into it. A live holder is refused at once;
+/// while the recorded holder is gone (or has not written its pid yet) the lock is tried again,
+/// for [`ENDED_HOLDER_WAIT`] at most.
 fn lock(host: &Host) -> Result<nix::fcntl::Flock<File>, Error> {
     let path = host.resolve(&format!("{STATE_DIR}/agent.lock"))?;
     let io = |what: &'static str| crate::host::Error::io(what, &path);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io("create the state directory of"))?;
     }
-    let file = std::fs::OpenOptions::new()
+    let mut file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .open(&path)
         .map_err(io("open the agent lock"))?;
-    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-        Ok(mut lock) => {
-            let _ = lock.set_len(0);
-            let _ = lock.rewind();
-            let _ = writeln!(lock, "{}", std::process::id());
-            Ok(lock)
+    let deadline = Instant::now() + ENDED_HOLDER_WAIT;
+    let mut said = false;
+    loop {
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(mut lock) => {
+                let _ = lock.set_len(0);
+                let _ = lock.rewind();
+                let _ = writeln!(lock, "{}", std::process::id());
+                return Ok(lock);
+            }
+            Err((mut held, nix::errno::Errno::EWOULDBLOCK)) => {
+                let mut holder = String::new();
+                let _ = held.rewind();
+                let _ = held.read_to_string(&mut holder);
+                let holder = holder.trim().to_owned();
+                let live = holder.parse().is_ok_and(process_alive);
+                if live || Instant::now() >= deadline {
+                    let holder = if holder.is_empty() {
+                        "unknown".to_owned()
+                    } else {
+                        holder
+                    };
+                    return Err(Error::Locked { path, holder });
+                }
+                if !std::mem::replace(&mut said, true) {
+                    tracing::warn!(
+                        holder = %holder,
+                        "the agent lock is held, but not by a running agent (one that was killed leaves it to what it was starting for a moment): waiting for it"
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(10));
+                file = held;
+            }
+            Err((_, e)) => return Err(io("lock")(std::io::Error::from(e)).into()),
         }
-        Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let holder = match holder.trim() {
-                "" => "unknown".to_owned(),
-                pid => pid.to_owned(),
-            };
-            Err(Error::Locked { path, holder })
-        }
-        Err((_, e)) => Err(io("lock")(std::io::Error::from(e)).into()),
     }
+}
+
+/// Whether process `pid` exists and has not ended (a zombie has).
+fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
 }
 
 struct Agent {

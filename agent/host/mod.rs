@@ -49,6 +49,24 @@ impl Kind {
     }
 }
 
+/// Removes the temporary files that backups killed before their rename left in `dir`. A managed
+/// file's next write removes its own leftovers, but each backup has a new (time-stamped) name, so
+/// nothing else ever would. Backups are written under the apply lock: none of these is in use.
+fn remove_backup_temps(dir: &Path) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(Error::io("list", dir))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if name.to_string_lossy().contains(atomic::TEMP_MARK)
+            && entry.file_type().is_ok_and(|t| t.is_file())
+        {
+            let path = entry.path();
+            std::fs::remove_file(&path)
+                .map_err(Error::io("remove the stale temporary file", &path))?;
+        }
+    }
+    Ok(())
+}
+
 /// A failed chown, with what to do when the cause is missing privilege.
 pub(crate) fn chown_error(path: &Path, e: std::io::Error) -> Error {
     if e.kind() == std::io::ErrorKind::PermissionDenied {
@@ -239,6 +257,7 @@ impl Host {
         let parent_real = self.resolve(&parent)?;
         std::fs::create_dir_all(&parent_real)
             .map_err(Error::io("create the directory", &parent_real))?;
+        remove_backup_temps(&parent_real)?;
         let me = Meta {
             mode: meta.mode() & 0o7777,
             uid: meta.uid(),
