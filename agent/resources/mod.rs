@@ -87,7 +87,9 @@ pub fn template_context(m: &Manifest, sel: &NodeSelection<'_>, facts: &Facts) ->
 /// The steps for the selected node: the `conda:` installation's, then the resources in manifest
 /// order.
 pub fn build(m: &Manifest, sel: &NodeSelection<'_>, facts: &Facts) -> Vec<Step> {
-    let context = template_context(m, sel, facts);
+    // Made only if a template is rendered: it holds every node, so making it for each node of a
+    // large cluster (validate checks each distinct set of resources) would cost nodes squared.
+    let context = std::cell::LazyCell::new(|| template_context(m, sel, facts));
     let mut steps = conda_steps(m, sel);
     steps.extend(sel.resources.iter().map(|&i| {
         let located = &m.resources[i];
@@ -204,7 +206,7 @@ fn build_one(
     sel: &NodeSelection<'_>,
     spec: &ResourceSpec,
     dir: &Path,
-    context: &serde_json::Value,
+    context: &std::cell::LazyCell<serde_json::Value, impl FnOnce() -> serde_json::Value>,
 ) -> Result<Box<dyn Reconcile>, String> {
     Ok(match spec {
         ResourceSpec::Directory(d) => Box::new(Directory {
@@ -222,7 +224,7 @@ fn build_one(
             } else if let Some(text) = &f.content {
                 text.clone().into_bytes()
             } else if let Some(name) = &f.template {
-                crate::template::render(dir, name, context)
+                crate::template::render(dir, name, std::cell::LazyCell::force(context))
                     .map_err(|e| e.to_string())?
                     .into_bytes()
             } else if let Some(source) = &f.source {
