@@ -197,19 +197,25 @@ pub fn set_memberships(text: &str, user: &str, wanted: &[String]) -> String {
             out.push_str(l);
             continue;
         }
-        let mut members: Vec<&str> = fields[3].split(',').filter(|m| !m.is_empty()).collect();
-        let has = members.contains(&user);
+        let list = fields[3];
+        let has = list.split(',').any(|m| m == user);
         let want = wanted.iter().any(|g| g == fields[0]);
         if has == want {
             out.push_str(l);
             continue;
         }
-        if want {
-            members.push(user);
+        // Only `user` is added or taken out; every other byte of the list (odd empty entries
+        // included) stays, so nothing else in the line can move, a stray CR to its end say.
+        let joined = if !want {
+            list.split(',')
+                .filter(|m| *m != user)
+                .collect::<Vec<_>>()
+                .join(",")
+        } else if list.is_empty() {
+            user.to_owned()
         } else {
-            members.retain(|m| *m != user);
-        }
-        let joined = members.join(",");
+            format!("{list},{user}")
+        };
         fields[3] = &joined;
         out.push_str(&fields.join(":"));
         out.push_str(end);
@@ -275,5 +281,9 @@ mod tests {
         let out = set_memberships(crlf, "pyme", &["video".to_owned()]);
         assert_eq!(out, "video:x:44:alice,pyme\r\nrender:x:105:alice");
         assert_eq!(set_memberships(&out, "pyme", &[]), crlf);
+        // Found by fuzzing: dropping the list's empty entries moved a member's stray CR to the
+        // end of the line, where it reads as a line ending, and made `pyme\r` a second `pyme`.
+        let odd = "g:x:5:pyme,x,pyme\r,,\n";
+        assert_eq!(set_memberships(odd, "pyme", &[]), "g:x:5:x,pyme\r,,\n");
     }
 }
