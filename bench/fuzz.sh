@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzzes every target of fuzz/ (or the ones named) for SECONDS each with libFuzzer, and prints one
-# row per target: wall seconds, CPU-minutes, executions, executions per second, corpus size, peak
+# row per target: wall seconds, CPU-minutes (user + system, measured), executions, executions per second, corpus size, peak
 # RSS and findings. The properties are provision::fuzzing (agent/fuzzing.rs).
 #
 #   bench/fuzz.sh [SECONDS] [TARGET...]       default 60 s per target, every target
@@ -47,9 +47,13 @@ run_one() {
   local start end rc=0
   start=$(date +%s.%N)
   # The seeds come second: libFuzzer writes new inputs only to the first folder.
-  cargo +nightly fuzz run "${flags[@]}" "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
+  # GNU time gives the CPU seconds the fuzzer really had (user + system), whatever else ran.
+  /usr/bin/time -f '%U %S' -o "$logs/$target.cpu" \
+    cargo +nightly fuzz run "${flags[@]}" "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
     -max_total_time="$seconds" -rss_limit_mb="$rss_limit_mb" -timeout="$timeout_s" \
     -print_final_stats=1 >"$logs/$target.log" 2>&1 || rc=$?
+  local cpu
+  cpu=$(tail -1 "$logs/$target.cpu" | awk '{print $1 + $2}')
   end=$(date +%s.%N)
   local after
   after=$(find "fuzz/artifacts/$target" -type f | wc -l)
@@ -57,11 +61,11 @@ run_one() {
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$logs/$target.log" | grep -o '[0-9]*$' | tail -1)
   rss=$(grep -o 'stat::peak_rss_mb: *[0-9]*' "$logs/$target.log" | grep -o '[0-9]*$' | tail -1)
   corpus=$(find "fuzz/corpus/$target" -type f | wc -l)
-  awk -v t="$target" -v s="$start" -v e="$end" -v x="${execs:-0}" -v r="${rss:-?}" \
+  awk -v t="$target" -v s="$start" -v e="$end" -v x="${execs:-0}" -v r="${rss:-?}" -v cpu="${cpu:-0}" \
       -v c="$corpus" -v f="$((after - before))" -v rc="$rc" 'BEGIN {
     w = e - s
     printf "%-18s %7.0f s %6.1f CPU-min %11d execs %8.0f /s %6d corpus %5s MB %3d findings%s\n",
-      t, w, w / 60, x, (w > 0 ? x / w : 0), c, r, f, (rc == 0 ? "" : "  (exit " rc ")")
+      t, w, cpu / 60, x, (w > 0 ? x / w : 0), c, r, f, (rc == 0 ? "" : "  (exit " rc ")")
   }'
   if [ "$rc" != 0 ]; then
     echo "---- $target: the end of libFuzzer's output ----"
