@@ -284,8 +284,13 @@ pub fn fstab_file(data: &[u8]) {
 }
 
 /// How the kernel writes a mountinfo field (`mangle` in fs/proc_namespace.c: space, tab, newline
-/// and backslash as octal), with `,` escaped too in option lists so each option reads back whole.
+/// and backslash as octal), with `,` escaped too in option lists so each option reads back whole,
+/// and an option that is just `-` (no kernel option is) escaped, so it cannot read as the ` - `
+/// separator.
 fn mangle(field: &str, comma: bool) -> String {
+    if comma && field == "-" {
+        return "\\055".to_owned();
+    }
     let mut out = String::new();
     for c in field.chars() {
         match c {

@@ -32,19 +32,19 @@ impl Wanted {
     /// URLs, paths or markers: a node either needs a package or it does not, and `roles`/`nodes`
     /// say which nodes).
     pub fn parse(text: &str) -> Result<Wanted, String> {
-        // pep508_rs 0.9.2 panics on a name that ends in `-`, `.` or `_` followed by a specifier
-        // (`numpy->=1`), where it should refuse it: found by the pip_requirement fuzz target.
-        let name: &str = text
-            .trim_start()
-            .split(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')))
-            .next()
-            .unwrap_or_default();
-        if name.ends_with(['-', '.', '_']) {
+        // pep508_rs 0.9.2 panics, where it should refuse, on a package or extra name that ends in
+        // `-`, `.` or `_` before what follows (`numpy->=1`, `dask[distributed.]`): found by the
+        // pip_requirement fuzz target. Such names are refused here first, and a panic the
+        // fuzzer has not found yet becomes an error too, not a crash of the agent.
+        if let Some(name) = bad_name(text) {
             return Err(format!(
-                "`{text}` is not a pip requirement: the package name `{name}` must end with a letter or digit"
+                "`{text}` is not a pip requirement: the name `{name}` must start and end with a letter or digit"
             ));
         }
-        let requirement = Requirement::from_str(text).map_err(|e| {
+        let parsed = std::panic::catch_unwind(|| Requirement::from_str(text)).map_err(|_| {
+            format!("`{text}` is not a pip requirement: the PEP 508 parser cannot read it")
+        })?;
+        let requirement = parsed.map_err(|e| {
             let first = e.to_string();
             let first = first.lines().next().unwrap_or_default().to_owned();
             format!("`{text}` is not a pip requirement: {first}")
@@ -79,6 +79,25 @@ impl Wanted {
             _ => true,
         }
     }
+}
+
+/// The package name, or one of the extras in `[...]` after it, that does not start and end with a
+/// letter or digit (PEP 508's rule for names), if there is one.
+fn bad_name(text: &str) -> Option<&str> {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_');
+    let odd = |n: &str| n.starts_with(['-', '.', '_']) || n.ends_with(['-', '.', '_']);
+    let rest = text.trim_start();
+    let name = &rest[..rest.find(|c: char| !is_name(c)).unwrap_or(rest.len())];
+    if odd(name) {
+        return Some(name);
+    }
+    let after = rest[name.len()..].trim_start();
+    let extras = after.strip_prefix('[')?;
+    let extras = &extras[..extras.find(']').unwrap_or(extras.len())];
+    extras
+        .split(',')
+        .map(str::trim)
+        .find(|e| odd(e) || !e.chars().all(is_name))
 }
 
 /// One `pip install` of the manifest: its requirements and options.
@@ -319,11 +338,17 @@ mod tests {
             "numpy.>=1",
             "a_ ==1",
             "dask-[distributed]",
+            "dask[distribu57. ]>=2024.1",
+            "dask[x,_y]",
         ] {
             let e = Wanted::parse(text).unwrap_err();
-            assert!(e.contains("must end with a letter or digit"), "{text}: {e}");
+            assert!(
+                e.contains("must start and end with a letter or digit"),
+                "{text}: {e}"
+            );
         }
         assert!(Wanted::parse("numpy-quaternion>=2023.0").is_ok());
+        assert!(Wanted::parse("dask[distributed, diagnostics]>=2024.1").is_ok());
     }
 
     #[test]
