@@ -59,6 +59,9 @@ def many(k):
     return t
 put("nodes-10000.yaml", many(10_000))
 put("nodes-10001.yaml", many(10_001))
+# 10,000 nodes and 10,000 resources that apply to every node.
+put("everywhere-10000.yaml", "nodes:\n" + "".join(f"  - name: n{i}\n    address: 10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}\n" for i in range(10_000))
+    + "resources:\n" + "".join(f"  - file: {{path: /etc/f{i}, content: x}}\n" for i in range(10_000)))
 
 # A 1 MiB string repeated by 15 aliases (just under 16 MiB of text) and by 20 (over).
 def text(k):
@@ -75,7 +78,7 @@ PY
 
 printf '%-24s %9s %8s %6s  %s\n' case size wall_s rss_MB "first line of the answer"
 for f in ${LIMITS_CASES:-billion-laughs file-under-4mib file-over-4mib values-under values-over deep-long-keys \
-         depth-over nodes-10000 nodes-10001 alias-text-under alias-text-over includes-16mib \
+         depth-over nodes-10000 everywhere-10000 nodes-10001 alias-text-under alias-text-over includes-16mib \
          includes-over}; do
   path="$work/$f.yaml"
   size=$(du -h --apparent-size "$path" | cut -f1)

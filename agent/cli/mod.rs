@@ -384,21 +384,19 @@ fn cycle_diagnostic(
 
 /// Dependency cycles on any node. Nodes that run the same resources share one check.
 pub(crate) fn order_errors(m: &manifest::Manifest, facts: &Facts) -> Vec<manifest::Diagnostic> {
-    let mut groups: std::collections::BTreeMap<Vec<usize>, Vec<&str>> =
-        std::collections::BTreeMap::new();
-    for n in &m.nodes {
-        if let Ok(sel) = m.select(Some(&n.value.name), "") {
-            groups.entry(sel.resources).or_default().push(&n.value.name);
-        }
-    }
     let mut errors = Vec::new();
-    for nodes in groups.values() {
-        let Ok(sel) = m.select(Some(nodes[0]), "") else {
-            continue;
+    for (resources, indices) in m.selections() {
+        let nodes: Vec<&str> = indices
+            .iter()
+            .map(|&i| m.nodes[i].value.name.as_str())
+            .collect();
+        let sel = manifest::NodeSelection {
+            node: &m.nodes[indices[0]].value,
+            resources,
         };
         let steps = crate::resources::build(m, &sel, facts);
         if let Err(engine::CycleError(cycle)) = engine::check_order(&steps) {
-            errors.push(cycle_diagnostic(m, &sel, nodes, &cycle));
+            errors.push(cycle_diagnostic(m, &sel, &nodes, &cycle));
         }
     }
     errors

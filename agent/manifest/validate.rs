@@ -7,6 +7,7 @@ use std::path::{Component, Path};
 
 use super::diagnostic::Diagnostic;
 use super::model::{CommandSpec, MountSpec, ProbeSpec, ResourceSpec, ServiceSpec, State};
+use super::select::NodeSet;
 use super::{Manifest, Origin};
 
 pub fn validate(m: &Manifest, errors: &mut Vec<Diagnostic>) {
@@ -1543,7 +1544,7 @@ impl Validator<'_> {
 
     /// Two resources with the same id may coexist only if no node gets both.
     fn duplicates(&mut self) {
-        let mut seen: BTreeMap<String, Vec<(usize, BTreeSet<usize>)>> = BTreeMap::new();
+        let mut seen: BTreeMap<String, Vec<(usize, NodeSet)>> = BTreeMap::new();
         for (i, r) in self.m.resources.iter().enumerate() {
             let nodes = super::select::nodes_of(self.m, &r.value);
             let id = r.value.id();
@@ -1581,17 +1582,17 @@ impl Validator<'_> {
     /// `after:`, owners, groups and supplementary groups must name things the manifest defines.
     fn references(&mut self) {
         let ids: BTreeSet<String> = self.m.resources.iter().map(|r| r.value.id()).collect();
-        let all: BTreeSet<usize> = (0..self.m.nodes.len()).collect();
+        let all = NodeSet::all(self.m.nodes.len());
         // Who provides each user and group, and on which nodes.
-        let mut users: BTreeMap<&str, BTreeSet<usize>> = BTreeMap::from([("root", all.clone())]);
-        let mut groups: BTreeMap<&str, BTreeSet<usize>> = BTreeMap::from([("root", all)]);
+        let mut users: BTreeMap<&str, NodeSet> = BTreeMap::from([("root", all.clone())]);
+        let mut groups: BTreeMap<&str, NodeSet> = BTreeMap::from([("root", all)]);
         for r in &self.m.resources {
             let provided = match &r.value {
                 ResourceSpec::User(u) if u.state == State::Present => {
                     users
                         .entry(u.name.as_str())
-                        .or_default()
-                        .extend(super::select::nodes_of(self.m, &r.value));
+                        .or_insert_with(|| NodeSet::empty(self.m.nodes.len()))
+                        .extend(&super::select::nodes_of(self.m, &r.value));
                     if u.group.is_some() {
                         continue;
                     }
@@ -1602,8 +1603,8 @@ impl Validator<'_> {
             };
             groups
                 .entry(provided)
-                .or_default()
-                .extend(super::select::nodes_of(self.m, &r.value));
+                .or_insert_with(|| NodeSet::empty(self.m.nodes.len()))
+                .extend(&super::select::nodes_of(self.m, &r.value));
         }
         for r in &self.m.resources {
             let o = &r.origin;
@@ -1681,7 +1682,7 @@ impl Validator<'_> {
                     Some(on) if !nodes.is_subset(on) => {
                         let missing: Vec<&str> = nodes
                             .difference(on)
-                            .map(|&n| self.m.nodes[n].value.name.as_str())
+                            .map(|n| self.m.nodes[n].value.name.as_str())
                             .collect();
                         self.error(
                             o,
