@@ -399,8 +399,16 @@ pub fn account_files(data: &[u8]) {
 pub fn pip_requirement(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     for line in text.lines() {
-        let Ok(wanted) = Wanted::parse(line) else {
-            continue;
+        let wanted = match Wanted::parse(line) {
+            Ok(wanted) => wanted,
+            Err(e) => {
+                // Wanted::parse turns a panic of pep508_rs into an error; a guard must come first.
+                assert!(
+                    !e.ends_with(crate::resources::pip::PARSER_PANICKED),
+                    "{line:?}: {e}"
+                );
+                continue;
+            }
         };
         assert!(
             !line.trim_start().starts_with('-'),

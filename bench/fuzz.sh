@@ -5,6 +5,9 @@
 #
 #   bench/fuzz.sh [SECONDS] [TARGET...]       default 60 s per target, every target
 #   FUZZ_PARALLEL=2 bench/fuzz.sh 900         two targets at a time (one core each)
+#   FUZZ_SEED=1 FUZZ_RUNS=10000 bench/fuzz.sh 120
+#                                             a repeatable run: libFuzzer's random seed fixed and
+#                                             at most 10,000 inputs per target (CI's smoke)
 #
 # Needs the nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz --locked`). Built without
 # a sanitizer (provision has no unsafe code; a panic, a leak past -rss_limit_mb or a run past
@@ -21,6 +24,9 @@ shift || true
 parallel=${FUZZ_PARALLEL:-1}
 rss_limit_mb=${FUZZ_RSS_LIMIT_MB:-1024}
 timeout_s=${FUZZ_TIMEOUT_S:-10}
+extra=()
+if [ -n "${FUZZ_SEED:-}" ]; then extra+=(-seed="$FUZZ_SEED"); fi
+if [ -n "${FUZZ_RUNS:-}" ]; then extra+=(-runs="$FUZZ_RUNS"); fi
 
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
   echo "bench/fuzz.sh needs the nightly toolchain and cargo-fuzz: cargo install cargo-fuzz --locked" >&2
@@ -51,7 +57,7 @@ run_one() {
   /usr/bin/time -f '%U %S' -o "$logs/$target.cpu" \
     cargo +nightly fuzz run "${flags[@]}" "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
     -max_total_time="$seconds" -rss_limit_mb="$rss_limit_mb" -timeout="$timeout_s" \
-    -print_final_stats=1 >"$logs/$target.log" 2>&1 || rc=$?
+    -print_final_stats=1 $extra_str >"$logs/$target.log" 2>&1 || rc=$?
   local cpu
   cpu=$(tail -1 "$logs/$target.cpu" | awk '{print $1 + $2}')
   end=$(date +%s.%N)
@@ -77,8 +83,9 @@ run_one() {
 export -f run_one
 export seconds rss_limit_mb timeout_s logs
 export flags_str="${flags[*]}"
+export extra_str="${extra[*]}"
 
-echo "fuzzing ${#targets[@]} target(s) for ${seconds} s each, ${parallel} at a time ($(date -u +%FT%TZ), $(nproc) cores)"
+echo "fuzzing ${#targets[@]} target(s) for ${seconds} s each${FUZZ_RUNS:+ or $FUZZ_RUNS inputs}${FUZZ_SEED:+, seed $FUZZ_SEED}, ${parallel} at a time ($(date -u +%FT%TZ), $(nproc) cores)"
 status=0
 if [ "$parallel" -gt 1 ]; then
   printf '%s\n' "${targets[@]}" |

@@ -36,28 +36,39 @@ impl Wanted {
         // `-`, `.` or `_` before what follows (`numpy->=1`, `dask[distributed.]`): found by the
         // pip_requirement fuzz target. Such names are refused here first, and a panic the
         // fuzzer has not found yet becomes an error too, not a crash of the agent.
+        //
+        // It also panicked, slicing inside a character, on a marker with a character that is not
+        // ASCII after it (`numpy; python_version < '3.9'\u{fffd} https://x`, found by the CI's fuzz
+        // smoke, in fuzz/regressions/pip_requirement/). Names, extras, versions and specifiers are
+        // ASCII, and URLs and markers are refused anyway: the parser sees none of those.
+        if let Some(c) = text.chars().find(|c| !c.is_ascii()) {
+            return Err(format!(
+                "`{text}` is not a pip requirement: `{c}` is not ASCII (package names, extras and versions are)"
+            ));
+        }
+        if text.contains('@') || text.contains("://") {
+            return Err(url_refused(text));
+        }
+        if text.contains(';') {
+            return Err(marker_refused(text));
+        }
         if let Some(name) = bad_name(text) {
             return Err(format!(
                 "`{text}` is not a pip requirement: the name `{name}` must start and end with a letter or digit"
             ));
         }
-        let parsed = std::panic::catch_unwind(|| Requirement::from_str(text)).map_err(|_| {
-            format!("`{text}` is not a pip requirement: the PEP 508 parser cannot read it")
-        })?;
+        let parsed = std::panic::catch_unwind(|| Requirement::from_str(text))
+            .map_err(|_| format!("`{text}` is not a pip requirement: {PARSER_PANICKED}"))?;
         let requirement = parsed.map_err(|e| {
             let first = e.to_string();
             let first = first.lines().next().unwrap_or_default().to_owned();
             format!("`{text}` is not a pip requirement: {first}")
         })?;
         if matches!(requirement.version_or_url, Some(VersionOrUrl::Url(_))) {
-            return Err(format!(
-                "`{text}` names a URL or file; provision installs packages by name and version"
-            ));
+            return Err(url_refused(text));
         }
         if !requirement.marker.is_true() {
-            return Err(format!(
-                "`{text}` has an environment marker; provision does not evaluate markers"
-            ));
+            return Err(marker_refused(text));
         }
         Ok(Wanted {
             text: text.to_owned(),
@@ -79,6 +90,18 @@ impl Wanted {
             _ => true,
         }
     }
+}
+
+/// The end of the error for a requirement that made the PEP 508 parser panic: the fuzz property
+/// (agent/fuzzing.rs) fails on it, so a panic the guards above miss is a finding.
+pub(crate) const PARSER_PANICKED: &str = "the PEP 508 parser panicked on it";
+
+fn url_refused(text: &str) -> String {
+    format!("`{text}` names a URL or file; provision installs packages by name and version")
+}
+
+fn marker_refused(text: &str) -> String {
+    format!("`{text}` has an environment marker; provision does not evaluate markers")
 }
 
 /// The package name, or one of the extras in `[...]` after it, that does not start and end with a
@@ -380,6 +403,25 @@ mod tests {
             "",
         ] {
             assert!(Wanted::parse(bad).is_err(), "{bad}");
+        }
+        let e = Wanted::parse("pkg @ https://example.org/pkg.whl").unwrap_err();
+        assert!(e.contains("names a URL or file"), "{e}");
+        let e = Wanted::parse("numpy; python_version < '3.9'").unwrap_err();
+        assert!(e.contains("environment marker"), "{e}");
+    }
+
+    #[test]
+    fn a_character_that_is_not_ascii_is_refused_not_a_panic() {
+        // pep508_rs sliced inside the character after the marker and panicked
+        // (fuzz/regressions/pip_requirement/crash-aee734dc...).
+        for text in [
+            "numpy; python_version < '3.9'\u{fffd} https://x",
+            "git+h/github.com/pythopython\u{fffd}\u{fffd}kg",
+            "nümpy>=1",
+            "numpy>=1.0\u{00a0}",
+        ] {
+            let e = Wanted::parse(text).unwrap_err();
+            assert!(e.contains("is not ASCII"), "{text}: {e}");
         }
     }
 
