@@ -773,17 +773,7 @@ fn apply_says_which_agent_did_not_answer_and_what_to_do() {
         .spawn()
         .unwrap();
     let pid = holder.id();
-    let deadline = Instant::now() + LIMIT;
-    // flock(1) holds the lock once the file cannot be locked by anyone else.
-    while nix::fcntl::Flock::lock(
-        std::fs::File::open(&lock).unwrap(),
-        nix::fcntl::FlockArg::LockSharedNonblock,
-    )
-    .is_ok()
-    {
-        assert!(Instant::now() < deadline, "flock did not take the lock");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    common::wait_until_locked(&lock, LIMIT);
     std::fs::write(&lock, format!("{pid}\n")).unwrap();
     let run = apply(&s, &m, &["--agent-timeout", "300ms"]);
     let _ = holder.kill();

@@ -607,16 +607,7 @@ fn an_agent_lock_held_after_its_agent_died_is_waited_for() {
         .stdin(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + LIMIT;
-    while nix::fcntl::Flock::lock(
-        std::fs::File::open(&lock).unwrap(),
-        nix::fcntl::FlockArg::LockSharedNonblock,
-    )
-    .is_ok()
-    {
-        assert!(Instant::now() < deadline, "flock did not take the lock");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    common::wait_until_locked(&lock, LIMIT);
     let m = sb.manifest(
         "m.yaml",
         "nodes:\n  - name: master\n    address: 10.0.0.1\nresources:\n  - file: {path: /etc/app/a.conf, content: \"managed\\n\"}\n",

@@ -67,6 +67,22 @@ fn temp_files(root: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Fails with every problem found, and with `run`'s report, unless there are none; a temporary
+/// file left under `root` is one.
+#[track_caller]
+fn no_problems(mut problems: Vec<String>, root: &Path, run: &common::Run) {
+    let temps = temp_files(root);
+    if !temps.is_empty() {
+        problems.push(format!("temporary files left: {temps:?}"));
+    }
+    assert!(
+        problems.is_empty(),
+        "{}\n{}",
+        problems.join("\n"),
+        run.stdout
+    );
+}
+
 /// Checks that each of [`IDS`] failed with an error naming one of its files, and `cause`.
 fn each_failed(run: &common::Run, cause: &str) -> Vec<String> {
     let report = run.json();
@@ -130,16 +146,7 @@ fn a_full_disk_fails_each_write_by_name_keeps_the_old_files_and_leaves_no_temp_f
             problems.push(format!("{file} changed"));
         }
     }
-    let temps = temp_files(&root);
-    if !temps.is_empty() {
-        problems.push(format!("temporary files left: {temps:?}"));
-    }
-    assert!(
-        problems.is_empty(),
-        "{}\n{}",
-        problems.join("\n"),
-        run.stdout
-    );
+    no_problems(problems, &root, &run);
 
     // Space again: the next apply finishes.
     std::fs::remove_file(root.join("filler")).unwrap();
@@ -212,16 +219,7 @@ fn a_read_only_etc_fails_each_write_by_name_and_keeps_the_old_files() {
     if common::snapshot(&root.join("etc")) != before {
         problems.push("/etc changed".to_owned());
     }
-    let temps = temp_files(&root);
-    if !temps.is_empty() {
-        problems.push(format!("temporary files left: {temps:?}"));
-    }
-    assert!(
-        problems.is_empty(),
-        "{}\n{}",
-        problems.join("\n"),
-        run.stdout
-    );
+    no_problems(problems, &root, &run);
 
     ns.sh(&format!("umount {}", etc.display()));
     let again = sb.run_in(&ns, &["apply", m, "--node", "master", "--json"], &[]);

@@ -562,6 +562,21 @@ impl Drop for RunningAgent {
     }
 }
 
+/// Waits (up to `limit`) until another process holds an exclusive flock on `lock`: until the file
+/// can no longer be locked shared by anyone else.
+pub fn wait_until_locked(lock: &Path, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while nix::fcntl::Flock::lock(
+        std::fs::File::open(lock).unwrap(),
+        nix::fcntl::FlockArg::LockSharedNonblock,
+    )
+    .is_ok()
+    {
+        assert!(Instant::now() < deadline, "flock did not take the lock");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Live processes whose environment carries `marker` (e.g. `PROVISION_AGENT_ROOT=<root>`, which
 /// every service of an agent for that root inherits).
 pub fn marked(marker: &str) -> Vec<i32> {
