@@ -10,6 +10,7 @@
 #   bash bench/ansible.sh              # 10 and 50 nodes, 10 forks, the release binary
 #   bash bench/ansible.sh 10,100 20    # node counts, forks
 #   PROVISION_BENCH_BINARY=debug bash bench/ansible.sh   # the debug build, stripped (no release build)
+#   ANSIBLE_BENCH_ONLY=provision bash bench/ansible.sh   # one side only (provision or native)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes=${1:-10,50}

@@ -468,6 +468,36 @@ fn a_fleet_of_ten_converges_over_ssh_from_one_playbook() {
             assert_eq!(run.recap(host, "ok"), Some(1), "{}", run.out);
             assert_eq!(run.recap(host, "changed"), Some(0), "{}", run.out);
         }
+        // The host keeps its binary's SHA-1 beside it, so a no-op run does not read the binary.
+        let bin = "/var/lib/provision/ansible/bin/provision";
+        let record: serde_json::Value =
+            serde_json::from_str(&nodes[2].read(&format!("{bin}.sha1"))).unwrap();
+        let ours = nodes[2].sh(&format!("sha1sum {bin}"), Duration::from_secs(60));
+        assert_eq!(
+            record["sha1"].as_str(),
+            ours.split_whitespace().next(),
+            "{record}"
+        );
+        // A binary changed on the host in place, its size and mtime (to the nanosecond) put back:
+        // the ctime still differs from the record's, so the binary is read again, found to differ
+        // and copied again, on that host alone.
+        nodes[2].sh(
+            &format!(
+                "touch -r {bin} /tmp/was && printf X | dd of={bin} bs=1 seek=4096 conv=notrunc status=none && touch -r /tmp/was {bin}"
+            ),
+            Duration::from_secs(30),
+        );
+        let run = ctl.playbook(&lan, &[]);
+        run.expect(0);
+        for (host, r) in &run.results {
+            assert_eq!(r["binary_copied"], host == "node03", "{host}: {r}");
+            assert_eq!(r["files_copied"], serde_json::json!([]), "{host}: {r}");
+            assert_eq!(r["summary"]["changed"], 0, "{host}: {r}");
+        }
+        assert_eq!(
+            std::fs::read(nodes[2].upper().join(&bin[1..])).unwrap(),
+            std::fs::read(&ctl.binary).unwrap()
+        );
 
         // Drift in a secret: the check run on that node says the credentials would change,
         // redacted, and neither the old content nor the password shows; nothing is written.
@@ -714,6 +744,8 @@ fn bench_provision_collection_against_native_modules() {
         .map(|f| f.parse().expect("ANSIBLE_BENCH_FORKS: a number"))
         .unwrap_or(10);
     let binary = std::env::var_os("PROVISION_BENCH_BINARY").map(PathBuf::from);
+    // ANSIBLE_BENCH_ONLY=provision (or native): one side only, to measure a change to one.
+    let only = std::env::var("ANSIBLE_BENCH_ONLY").ok();
     println!(
         "ansible bench: binary {}, forks {forks}, pipelining on",
         binary
@@ -742,6 +774,9 @@ fn bench_provision_collection_against_native_modules() {
             ("provision", site.to_str().unwrap(), bin.as_str()),
             ("native", native.to_str().unwrap(), fleet_dir.as_str()),
         ] {
+            if only.as_deref().is_some_and(|o| o != what) {
+                continue;
+            }
             let t = std::time::Instant::now();
             let (lan, nodes) = fleet(&ctl, n);
             let setup = t.elapsed();
@@ -765,6 +800,15 @@ fn bench_provision_collection_against_native_modules() {
             row.push((first, noop));
             drop(nodes);
             drop(lan);
+        }
+        if row.len() < 2 {
+            let (first, noop) = row[0];
+            println!(
+                "ansible bench: {n} nodes: per host, first run {:.0} ms, no-op run {:.0} ms",
+                first.as_secs_f64() * 1000.0 / n as f64,
+                noop.as_secs_f64() * 1000.0 / n as f64
+            );
+            continue;
         }
         println!(
             "ansible bench: {n} nodes: no-op run native/provision {:.1}x, first run {:.1}x; provision no-op per host {:.0} ms, native {:.0} ms",

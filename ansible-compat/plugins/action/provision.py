@@ -8,12 +8,14 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 
+from ansible import constants as C
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
@@ -23,12 +25,57 @@ MODULE = "provision.fleet.provision"
 VALIDATE_LIMIT = 120
 
 
-def sha1(path):
+def stamp(path):
+    """What changes when a file is written, replaced or touched: its device, inode, size, mtime
+    and ctime (which a program cannot set back)."""
+    st = os.stat(path)
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def run_cached(key, compute, fresh=lambda value: True):
+    """compute(), worked out once per ansible-playbook run rather than once per host.
+
+    The answers are kept in Ansible's local temporary folder for the run (C.DEFAULT_LOCAL_TMP:
+    made before the forks, shared by them, removed by Ansible when the run ends), one file per
+    key. A lock per key makes the forks that ask at once wait for the first one's answer instead
+    of all working it out. An answer that `fresh` rejects is worked out again. Where the folder
+    cannot be used, each host works it out itself, as without the cache.
+    """
+    try:
+        folder = os.path.join(C.DEFAULT_LOCAL_TMP, "provision")
+        if not os.path.isdir(folder):
+            os.makedirs(folder, 0o700)
+    except (OSError, TypeError):
+        return compute()
+    path = os.path.join(folder, hashlib.sha1(json.dumps(key).encode()).hexdigest())
+    with open(path + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with open(path) as f:
+                value = json.load(f)
+            if fresh(value):
+                return value
+        except (IOError, OSError, ValueError):
+            pass
+        value = compute()
+        with open(path + ".tmp", "w") as f:
+            json.dump(value, f)
+        os.rename(path + ".tmp", path)
+        return value
+
+
+def read_sha1(path):
     h = hashlib.sha1()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def sha1(path):
+    """The file's SHA-1, read once per run for each version of the file (the debug binary is
+    hundreds of MB: reading it for every host was a cost that grew with the fleet)."""
+    return run_cached(["sha1", os.path.abspath(path), stamp(path)], lambda: read_sha1(path))
 
 
 def describe(errors):
@@ -43,7 +90,27 @@ def describe(errors):
 
 
 def validate(binary, manifest):
-    """`provision validate --json` on the controller: the parsed answer, or why it could not run."""
+    """`provision validate --json` on the controller, once per run for each version of the binary
+    and the manifest's files: the parsed answer, or why it could not run."""
+    def stamp_or_none(path):
+        return stamp(path) if os.path.exists(path) else None
+
+    def compute():
+        answer = run_validate(binary, manifest)
+        files = [f["path"] for f in answer.get("files", [])]
+        return {"answer": answer, "stamps": dict((p, stamp_or_none(p)) for p in files)}
+
+    def fresh(value):
+        try:
+            return all(stamp_or_none(p) == s for p, s in value["stamps"].items())
+        except (OSError, KeyError, AttributeError):
+            return False
+
+    key = ["validate", binary, stamp(binary), manifest, stamp(manifest)]
+    return run_cached(key, compute, fresh)["answer"]
+
+
+def run_validate(binary, manifest):
     try:
         proc = subprocess.run([binary, "validate", "--json", manifest], capture_output=True,
                               timeout=VALIDATE_LIMIT, env=dict(os.environ, NO_COLOR="1"),

@@ -18,6 +18,11 @@ description:
     files) copied from the controller, and the controller's C(provision) binary put on the host.
   - The action plugin of the same name does the copying, and only of what is missing or differs
     (SHA-1 checksums compared on the host), so a run on a converged fleet copies nothing.
+  - Neither side reads the binary again on every run. The controller works out each checksum and
+    the C(validate --json) answer once per C(ansible-playbook) run, not once per host. The host
+    keeps its binary's SHA-1 in C(bin/provision.sha1) beside it, with the binary's inode, size,
+    mtime and ctime, and reads the binary again only when one of those changed (ctime changes
+    with any write, rename or chmod, and a program cannot set it back).
   - It checks the manifest on the controller first (C(provision validate --json)), so a manifest
     error, with its C(file:line:column), fails every host before any host is touched; so does a
     node the manifest does not know.
@@ -185,6 +190,7 @@ import tempfile
 from ansible.module_utils.basic import AnsibleModule
 
 BINARY = "bin/provision"
+RECORD = ".sha1"
 
 
 def sha1(path):
@@ -196,6 +202,35 @@ def sha1(path):
     except (IOError, OSError):
         return None
     return h.hexdigest()
+
+
+def binary_sha1(path, record):
+    """The binary's SHA-1, from the record beside it (RECORD) when the binary's inode, size, mtime
+    and ctime are still those recorded: ctime changes with any write, rename or chmod and a
+    program cannot set it back, so a binary changed in any way is read again. Otherwise the
+    binary is read (hundreds of MB for a debug build: every host reading it on every run was a
+    cost that grew with the fleet) and, when record is true, the record is written."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    now = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+    try:
+        with open(path + RECORD) as f:
+            kept = json.load(f)
+        if kept.get("stamp") == now and kept.get("sha1"):
+            return kept["sha1"]
+    except (IOError, OSError, ValueError, AttributeError):
+        pass
+    digest = sha1(path)
+    if record and digest:
+        try:
+            with open(path + RECORD + ".tmp", "w") as f:
+                json.dump({"stamp": now, "sha1": digest}, f)
+            os.rename(path + RECORD + ".tmp", path + RECORD)
+        except (IOError, OSError):
+            pass
+    return digest
 
 
 def install(module, src, dest, mode):
@@ -326,6 +361,12 @@ def main():
     def installed(rel):
         return os.path.join(remote, rel) if rel == BINARY else os.path.join(tree, rel)
 
+    def checksum(rel):
+        # In check mode nothing is written under remote_dir, the binary's record included.
+        if rel == BINARY:
+            return binary_sha1(installed(rel), record=not module.check_mode)
+        return sha1(installed(rel))
+
     def mode(rel):
         if rel == BINARY:
             return 0o700
@@ -346,7 +387,7 @@ def main():
                 binary = staged[BINARY]
                 os.chmod(binary, 0o700)
         need = [rel for rel, sum_ in wanted.items()
-                if rel not in staged and sha1(installed(rel)) != sum_]
+                if rel not in staged and checksum(rel) != sum_]
         result["tree"] = run_tree
     else:
         if staged:
@@ -360,7 +401,7 @@ def main():
             result["binary_copied"] = BINARY in staged
             result["files_copied"] = sorted(rel for rel in staged if rel != BINARY)
             result["changed"] = True
-        need = [rel for rel, sum_ in wanted.items() if sha1(installed(rel)) != sum_]
+        need = [rel for rel, sum_ in wanted.items() if checksum(rel) != sum_]
         run_tree, binary = tree, installed(BINARY)
         if not need and os.path.isdir(tree):
             remove_stale(tree, set(files))
