@@ -34,6 +34,10 @@ const BUILTIN: &[(&str, &str)] = &[
         "ipyparallel/engines_registered.py.tera",
         include_str!("../templates/ipyparallel/engines_registered.py.tera"),
     ),
+    (
+        "jupyter/jupyterlab.sbatch.tera",
+        include_str!("../templates/jupyter/jupyterlab.sbatch.tera"),
+    ),
 ];
 
 /// Names of the shipped templates.

@@ -73,6 +73,9 @@ fn nodes(file: &str) -> Vec<(String, bool)> {
 
 /// `provision apply EXAMPLE --node NODE --json --root <root>` with the channel alias and the
 /// local wheels.
+/// The password jupyterlab-slurm's `jupyter_server` reads from JUPYTER_PASSWORD.
+const JUPYTER_PASSWORD: &str = "example-Jupyter-Pass";
+
 fn apply(s: &Sandbox, channels: &Path, file: &str, node: &str) -> common::Run {
     let root = s.root().to_str().unwrap().to_owned();
     let alias = format!("file://{}", channels.display());
@@ -83,6 +86,7 @@ fn apply(s: &Sandbox, channels: &Path, file: &str, node: &str) -> common::Run {
             ("CONDA_CHANNEL_ALIAS", &alias),
             ("PIP_NO_INDEX", "1"),
             ("PIP_FIND_LINKS", &wheels),
+            ("JUPYTER_PASSWORD", JUPYTER_PASSWORD),
         ],
     )
 }
@@ -296,10 +300,10 @@ fn jupyterlab_slurm_applies_on_every_node_from_a_local_channel_and_converges() {
             "samtools 1.21"
         );
 
-        // JupyterLab and the kernels, on the login node only.
-        let lab = s.path("/opt/conda/envs/jupyterlab");
-        assert_eq!(lab.exists(), login, "{node}: the JupyterLab env");
-        if login {
+        // JupyterLab and the kernels on every node (batch jobs run JupyterLab on the compute
+        // nodes), the batch script that starts it there, and the server's config on the login
+        // node only.
+        {
             assert_env(
                 &s,
                 "/opt/conda/envs/jupyterlab",
@@ -327,6 +331,31 @@ fn jupyterlab_slurm_applies_on_every_node_from_a_local_channel_and_converges() {
             let genomics_kernel = kernel_json(&s, "genomics").expect("kernel genomics");
             assert_eq!(genomics_kernel["argv"], ipykernel_argv(genomics));
             assert_eq!(genomics_kernel["display_name"], "Genomics (Python 3.11)");
+        }
+        let sbatch = s.read("/usr/local/bin/jupyterlab-sbatch");
+        for line in [
+            "#SBATCH --partition=compute\n",
+            "#SBATCH --time=04:00:00\n",
+            "env=\"/opt/conda/envs/jupyterlab\"\n",
+            "login=\"login01\"\n",
+        ] {
+            assert!(sbatch.contains(line), "{line} in\n{sbatch}");
+        }
+        let config = "/var/lib/jupyter/.jupyter/jupyter_server_config.json";
+        assert_eq!(s.path(config).exists(), login, "{node}: {config}");
+        if login {
+            let text = s.read(config);
+            assert!(!text.contains(JUPYTER_PASSWORD), "{text}");
+            let config: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert!(
+                config["PasswordIdentityProvider"]["hashed_password"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("argon2:$argon2id$"),
+                "{config}"
+            );
+            assert_eq!(config["ServerApp"]["ip"], "10.2.0.10");
+            assert_eq!(s.read("/var/lib/jupyter/.jupyter/token").len(), 64);
         }
         assert!(
             s.path("/var/lib/jupyter").is_dir(),
@@ -386,7 +415,18 @@ fn dask_pangeo_applies_on_every_node_from_a_local_channel_and_converges() {
         );
         // The workers' python that jobqueue.yaml names is the env's.
         let jobqueue = s.read("/etc/dask/jobqueue.yaml");
-        assert!(jobqueue.contains("python: /opt/conda/envs/pangeo/bin/python"));
+        assert!(
+            jobqueue.contains("    python: \"/opt/conda/envs/pangeo/bin/python\"\n"),
+            "{jobqueue}"
+        );
+        assert!(
+            jobqueue.contains("    walltime: \"02:00:00\"\n"),
+            "{jobqueue}"
+        );
+        assert!(
+            s.read("/etc/dask/distributed.yaml")
+                .contains("    link: \"/proxy/{port}/status\"\n")
+        );
         assert!(s.path("/opt/conda/envs/pangeo/bin/python").exists());
 
         let lab = s.path("/opt/conda/envs/jupyterlab");

@@ -42,9 +42,11 @@ fn nodes(path: &std::path::Path) -> Vec<String> {
     m.nodes.iter().map(|n| n.value.name.clone()).collect()
 }
 
-/// The password the lab-workstation example reads from its environment, and pip kept offline.
-const ENV: [(&str, &str); 2] = [
+/// The passwords the lab-workstation and jupyterlab-slurm examples read from their environment,
+/// and pip kept offline.
+const ENV: [(&str, &str); 3] = [
     ("LAB_SHARE_PASSWORD", "example-Share-Pass"),
+    ("JUPYTER_PASSWORD", "example-Jupyter-Pass"),
     ("PIP_NO_INDEX", "1"),
 ];
 

@@ -35,6 +35,7 @@ fn https_probes_check_the_certificate_and_the_answer() {
         url,
         status: 200,
         body_contains: body.map(str::to_owned),
+        token_file: None,
     };
     let t = Duration::from_secs(5);
     // Before the test's CA is trusted, the certificate is refused, and the error says why.
@@ -799,6 +800,7 @@ fn http_probes_accept_gzip_and_read_the_gunzipped_body() {
         url: format!("http://{addr}/node/status"),
         status: 200,
         body_contains: Some("\"Polling\": true".into()),
+        token_file: None,
     };
     assert_eq!(probe.run(Duration::from_secs(5), 0), Ok(()));
 }

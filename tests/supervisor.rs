@@ -307,6 +307,7 @@ fn http_probe_checks_status_and_body() {
         url: format!("http://{addr}{path}"),
         status,
         body_contains: body.map(str::to_string),
+        token_file: None,
     };
     assert_eq!(http("/health", 200, None).run(T, 0), Ok(()));
     assert_eq!(http("/health", 200, Some("\"ok\": true")).run(T, 0), Ok(()));
@@ -321,6 +322,7 @@ fn http_probe_checks_status_and_body() {
         url: format!("https://127.0.0.1:{}/", free_port()),
         status: 200,
         body_contains: None,
+        token_file: None,
     }
     .run(T, 0)
     .unwrap_err();
@@ -337,6 +339,7 @@ fn http_probe_gives_up_on_a_silent_server_within_its_timeout() {
         url: format!("http://{addr}/health"),
         status: 200,
         body_contains: None,
+        token_file: None,
     }
     .run(Duration::from_millis(300), 0)
     .unwrap_err();
@@ -963,4 +966,40 @@ fn spawns_that_keep_failing_trip_the_breaker() {
     assert_eq!(failed, 3, "{events:?}");
     assert!(matches!(events.last(), Some((EventKind::GaveUp(_), _))));
     drop(sup);
+}
+
+#[test]
+fn a_service_is_not_started_while_another_process_holds_its_readiness_address() {
+    let dir = open_dir();
+    // Another server already answers where the service's readiness check looks: it would pass the
+    // check for the new process, which could not bind the port anyway.
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = other.local_addr().unwrap().to_string();
+    let mut svc = service(sh("late", "exec sleep 3041", dir.path()), &[]);
+    svc.readiness = Some(Probe {
+        check: Check::Tcp { addr: addr.clone() },
+        interval: Duration::from_millis(50),
+        timeout: Duration::from_millis(200),
+    });
+    let sup = Supervisor::start(vec![svc]).unwrap();
+    wait_until("the refusal", || {
+        sup.status()[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains(&addr) && e.contains("already in use"))
+    });
+    assert!(spawned_at(&sup, "late").is_empty(), "never spawned");
+    assert!(alive_with("3041").is_empty());
+    assert!(
+        events_of(&sup, "late").iter().any(
+            |(k, _)| matches!(k, EventKind::SpawnFailed(why) if why.contains("already in use"))
+        ),
+        "the refusal is an event too"
+    );
+    // The other server goes: the next try starts the service, and the reason is cleared.
+    drop(other);
+    wait_until("a start", || !spawned_at(&sup, "late").is_empty());
+    assert_eq!(sup.status()[0].last_error, None);
+    drop(sup);
+    assert_none_left(&["3041"]);
 }

@@ -229,9 +229,13 @@ fn table(out: &mut impl Write, doc: &Value) {
         .into_iter()
         .flatten()
         .map(|s| {
+            let detail = match s["last_error"].as_str() {
+                Some(why) => format!("{}; last start failed: {why}", text(&s["detail"])),
+                None => text(&s["detail"]),
+            };
             [
                 text(&s["name"]),
-                text(&s["detail"]),
+                detail,
                 text(&s["pid"]),
                 text(&s["restarts"]),
                 text(&s["last_exit"]),

@@ -198,6 +198,7 @@ mod tests {
             pid: None,
             restarts: 0,
             last_exit: None,
+            last_error: None,
             since: SystemTime::now(),
         };
         let all = [

@@ -504,6 +504,7 @@ fn service_json(s: &ServiceStatus) -> Value {
         "ready": matches!(s.state, State::Ready { .. }),
         "restarts": s.restarts,
         "last_exit": s.last_exit.as_ref().map(ToString::to_string),
+        "last_error": s.last_error,
         "since": rfc3339(s.since),
     })
 }

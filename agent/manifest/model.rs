@@ -202,6 +202,13 @@ pub enum ResourceSpec {
     /// A marked block of cluster nodes' host keys in a `known_hosts` file (keys given in the
     /// manifest, or read once with `ssh-keyscan`); every other line is kept byte for byte.
     KnownHosts(KnownHostsSpec),
+    /// A Jupyter server's `jupyter_server_config.json` (ip, port, root dir, no browser) with the
+    /// password stored only as Jupyter's own argon2 hash, and a token file for API clients and
+    /// the agent's readiness probe. Run the server itself as a `service`.
+    JupyterServer(JupyterServerSpec),
+    /// Dask's configuration files in a Dask config folder: `jobqueue.yaml` (dask-jobqueue's
+    /// `SLURMCluster` defaults) and `distributed.yaml` (the dashboard link).
+    DaskConfig(DaskConfigSpec),
 }
 
 /// `present` (the default) or `absent`.
@@ -785,6 +792,128 @@ pub struct JupyterKernelSpec {
     pub after: Vec<String>,
 }
 
+/// A Jupyter server's configuration and credentials.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JupyterServerSpec {
+    /// The config file written, e.g. `/var/lib/jupyter/.jupyter/jupyter_server_config.json`
+    /// (Jupyter reads `jupyter_server_config.json` in `~/.jupyter` of the user it runs as, or in
+    /// `$JUPYTER_CONFIG_DIR`).
+    pub path: String,
+    /// The user the server runs as: owner of the config and the token file (mode 0600).
+    pub user: String,
+    /// The address the server listens on (`ServerApp.ip`), e.g. the login node's address.
+    #[serde(default = "default_jupyter_ip")]
+    pub ip: String,
+    /// Its port (`ServerApp.port`, default 8888). `port_retries` is 0: a port in use is an error,
+    /// not a silent move to the next one.
+    #[serde(default = "default_jupyter_port")]
+    pub port: u16,
+    /// The folder the file browser and notebooks start in (`ServerApp.root_dir`).
+    #[serde(default)]
+    pub root_dir: Option<String>,
+    /// A file holding the password (one line), relative to the manifest's folder; only its
+    /// argon2 hash is written.
+    #[serde(default)]
+    pub password_file: Option<String>,
+    /// An environment variable of the provision process holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// A token file made once (random, mode 0600, never shown), for API clients and readiness
+    /// probes (`token_file:` of an http probe); pass it to the server with the service's
+    /// `env: {JUPYTER_TOKEN_FILE: <this path>}`.
+    #[serde(default)]
+    pub token_file: Option<String>,
+    /// Apply only on nodes with one of these roles. With `nodes` also empty: every node.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Apply only on these nodes (by name).
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// Resource ids (`kind:key`, e.g. `user:pyme`) this resource must come after.
+    #[serde(default)]
+    pub after: Vec<String>,
+}
+
+/// Dask's config files in one folder.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DaskConfigSpec {
+    /// The config folder: `/etc/dask` (default: every user of the node), or a user's
+    /// `~/.config/dask`.
+    #[serde(default = "default_dask_path")]
+    pub path: String,
+    /// dask-jobqueue's SLURM settings, written to `<path>/jobqueue.yaml` as `jobqueue: slurm:`.
+    #[serde(default)]
+    pub slurm: Option<DaskSlurmSpec>,
+    /// The dashboard link Dask shows (`distributed.dashboard.link` in `<path>/distributed.yaml`),
+    /// e.g. `/user/{JUPYTERHUB_USER}/proxy/{port}/status`.
+    #[serde(default)]
+    pub dashboard_link: Option<String>,
+    /// Owner of the files (a user's own config folder); default root.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Group of the files; default root.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Apply only on nodes with one of these roles. With `nodes` also empty: every node.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Apply only on these nodes (by name).
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// Resource ids (`kind:key`, e.g. `user:pyme`) this resource must come after.
+    #[serde(default)]
+    pub after: Vec<String>,
+}
+
+/// The `jobqueue: slurm:` keys of dask-jobqueue 0.9, each written only when given.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DaskSlurmSpec {
+    /// The workers' job name (dask-jobqueue's default `dask-worker`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Cores per job.
+    pub cores: u32,
+    /// Memory per job, as Dask writes sizes: `32GiB`, `4 GB`, `512MiB`.
+    pub memory: String,
+    /// Worker processes per job (the job's cores are split among them); at most `cores`.
+    #[serde(default)]
+    pub processes: Option<u32>,
+    /// The Python the workers run (the environment's, e.g. `/opt/conda/envs/pangeo/bin/python`).
+    #[serde(default)]
+    pub python: Option<String>,
+    /// The network interface workers listen and reach the scheduler on (e.g. `ib0`).
+    #[serde(default)]
+    pub interface: Option<String>,
+    /// The SLURM partition (`-p`).
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// The SLURM account (`-A`).
+    #[serde(default)]
+    pub account: Option<String>,
+    /// Time limit per job, in SLURM's forms: `MM`, `MM:SS`, `HH:MM:SS`, `D-HH`, `D-HH:MM`,
+    /// `D-HH:MM:SS`.
+    #[serde(default)]
+    pub walltime: Option<String>,
+    /// The workers' scratch folder (`local-directory`).
+    #[serde(default)]
+    pub local_directory: Option<String>,
+    /// Where the jobs' output goes (`log-directory`).
+    #[serde(default)]
+    pub log_directory: Option<String>,
+    /// Seconds a worker waits for the scheduler before it gives up (`death-timeout`).
+    #[serde(default)]
+    pub death_timeout: Option<u32>,
+    /// Extra `#SBATCH` directives, e.g. `["--exclusive"]` (`job-extra-directives`).
+    #[serde(default)]
+    pub job_extra_directives: Vec<String>,
+    /// Lines run in the job before the worker starts (`job-script-prologue`).
+    #[serde(default)]
+    pub job_script_prologue: Vec<String>,
+}
+
 /// The kind of key an `ssh_key` makes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -982,6 +1111,10 @@ pub struct HttpProbeSpec {
     pub status: Option<u16>,
     #[serde(default)]
     pub body_contains: Option<String>,
+    /// A node file holding an API token, sent as `Authorization: token <it>` (a Jupyter server's
+    /// `token_file`); read by the agent at each attempt, never shown.
+    #[serde(default)]
+    pub token_file: Option<String>,
 }
 
 /// A readiness or liveness probe: exactly one of `tcp`, `http`, `file`, `command`, `log_line`.
@@ -1118,6 +1251,8 @@ impl ResourceSpec {
             ResourceSpec::SshKey(_) => "ssh_key",
             ResourceSpec::AuthorizedKeys(_) => "authorized_keys",
             ResourceSpec::KnownHosts(_) => "known_hosts",
+            ResourceSpec::JupyterServer(_) => "jupyter_server",
+            ResourceSpec::DaskConfig(_) => "dask_config",
         }
     }
 
@@ -1138,6 +1273,8 @@ impl ResourceSpec {
             ResourceSpec::SshKey(k) => &k.path,
             ResourceSpec::AuthorizedKeys(a) => &a.path,
             ResourceSpec::KnownHosts(k) => &k.path,
+            ResourceSpec::JupyterServer(j) => &j.path,
+            ResourceSpec::DaskConfig(d) => &d.path,
         };
         key.into()
     }
@@ -1173,6 +1310,8 @@ impl ResourceSpec {
             ResourceSpec::SshKey(s) => scope!(s),
             ResourceSpec::AuthorizedKeys(s) => scope!(s),
             ResourceSpec::KnownHosts(s) => scope!(s),
+            ResourceSpec::JupyterServer(s) => scope!(s),
+            ResourceSpec::DaskConfig(s) => scope!(s),
         }
     }
 }
@@ -1201,6 +1340,18 @@ pub const DEFAULT_CONDA_PKGS: &str = "/var/lib/provision/conda-pkgs";
 
 fn default_conda_root() -> String {
     DEFAULT_CONDA_ROOT.to_owned()
+}
+
+fn default_jupyter_ip() -> String {
+    "127.0.0.1".to_owned()
+}
+
+fn default_jupyter_port() -> u16 {
+    8888
+}
+
+fn default_dask_path() -> String {
+    "/etc/dask".to_owned()
 }
 
 fn default_kernel_prefix() -> String {

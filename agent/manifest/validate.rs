@@ -10,6 +10,9 @@ use super::model::{CommandSpec, MountSpec, ProbeSpec, ResourceSpec, ServiceSpec,
 use super::select::NodeSet;
 use super::{Manifest, Origin};
 
+mod dask;
+mod jupyter;
+
 pub fn validate(m: &Manifest, errors: &mut Vec<Diagnostic>) {
     let mut v = Validator { m, errors };
     v.cluster();
@@ -528,6 +531,8 @@ impl Validator<'_> {
                 ResourceSpec::SshKey(k) => self.ssh_key(o, k),
                 ResourceSpec::AuthorizedKeys(a) => self.authorized_keys(o, a),
                 ResourceSpec::KnownHosts(k) => self.known_hosts(o, k, &roles),
+                ResourceSpec::JupyterServer(j) => self.jupyter_server(o, j),
+                ResourceSpec::DaskConfig(d) => self.dask_config(o, d),
             }
             self.scope_refs(r.value.scope(), &roles, o, kind);
         }
@@ -688,44 +693,13 @@ impl Validator<'_> {
                     );
                 }
             }
-            match (&c.password_file, &c.password_env) {
-                (None, None) => self.error(
-                    o,
-                    "mount.credentials",
-                    "credentials have no password source".into(),
-                    "add password_file: (a file only root can read) or password_env: (a variable name); never the password itself",
-                ),
-                (Some(_), Some(_)) => self.error(
-                    o,
-                    "mount.credentials.password_env",
-                    "both password_file and password_env".into(),
-                    "keep one of them",
-                ),
-                (Some(file), None) => {
-                    let path = self.m.dir_of(o).join(file);
-                    if !path.is_file() {
-                        self.error(
-                            o,
-                            "mount.credentials.password_file",
-                            format!("password file {} does not exist", path.display()),
-                            "password_file: is relative to the manifest's folder, or absolute on the machine running provision",
-                        );
-                    }
-                }
-                (None, Some(var)) => {
-                    let mut b = var.bytes();
-                    if !(b.next().is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
-                        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_'))
-                    {
-                        self.error(
-                            o,
-                            "mount.credentials.password_env",
-                            format!("`{var}` is not an environment variable name"),
-                            "name the variable that holds the password, e.g. NAS_PASSWORD",
-                        );
-                    }
-                }
-            }
+            self.password_source(
+                o,
+                "mount.credentials",
+                c.password_file.as_deref(),
+                c.password_env.as_deref(),
+                "NAS_PASSWORD",
+            );
             if let Some(p) = &c.path {
                 self.written(
                     o,
@@ -1427,6 +1401,60 @@ impl Validator<'_> {
             Written::Path,
             "write the absolute path the file has on the node, e.g. /etc/PYME/config.yaml; --root decides where it lands",
         );
+    }
+
+    /// A password's one source: `password_file` (relative to the manifest's folder, and there) or
+    /// `password_env` (a variable name). `at` is the field holding both, e.g. `mount.credentials`.
+    fn password_source(
+        &mut self,
+        o: &Origin,
+        at: &str,
+        file: Option<&str>,
+        env: Option<&str>,
+        example_var: &str,
+    ) {
+        match (file, env) {
+            (None, None) => self.error(
+                o,
+                at,
+                if at == "mount.credentials" {
+                    "credentials have no password source".into()
+                } else {
+                    "no password source".into()
+                },
+                "add password_file: (a file only root can read) or password_env: (a variable name); never the password itself",
+            ),
+            (Some(_), Some(_)) => self.error(
+                o,
+                &format!("{at}.password_env"),
+                "both password_file and password_env".into(),
+                "keep one of them",
+            ),
+            (Some(file), None) => {
+                let path = self.m.dir_of(o).join(file);
+                if !path.is_file() {
+                    self.error(
+                        o,
+                        &format!("{at}.password_file"),
+                        format!("password file {} does not exist", path.display()),
+                        "password_file: is relative to the manifest's folder, or absolute on the machine running provision",
+                    );
+                }
+            }
+            (None, Some(var)) => {
+                let mut b = var.bytes();
+                if !(b.next().is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+                    && b.all(|c| c.is_ascii_alphanumeric() || c == b'_'))
+                {
+                    self.error(
+                        o,
+                        &format!("{at}.password_env"),
+                        format!("`{var}` is not an environment variable name"),
+                        &format!("name the variable that holds the password, e.g. {example_var}"),
+                    );
+                }
+            }
+        }
     }
 
     /// A path provision writes: [`path_problem`], then [`reserved_problem`].

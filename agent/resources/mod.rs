@@ -10,11 +10,13 @@ mod block;
 pub mod cifs;
 pub mod conda;
 pub mod condarc;
+mod dask;
 mod directory;
 mod file;
 pub mod fstab;
 mod gpu;
 pub(crate) mod hosts;
+mod jupyter;
 mod kernel;
 pub mod known_hosts;
 mod mount;
@@ -33,10 +35,12 @@ use serde_json::json;
 pub use accounts::{Group, User};
 pub use authorized_keys::AuthorizedKeys;
 pub use conda::CondaEnv;
+pub use dask::DaskConfig;
 pub use directory::Directory;
 pub use file::{Content, File};
 pub use gpu::GpuCheck;
 pub use hosts::Hosts;
+pub use jupyter::JupyterServer;
 pub use kernel::JupyterKernel;
 pub use known_hosts::KnownHosts;
 pub use mount::Mount;
@@ -347,6 +351,27 @@ fn build_one(
             key_files: a.key_files.clone(),
         }),
         ResourceSpec::KnownHosts(k) => Box::new(build_known_hosts(m, k)),
+        ResourceSpec::JupyterServer(j) => {
+            let password =
+                cifs::read_password(dir, j.password_file.as_deref(), j.password_env.as_deref())
+                    .map_err(|e| format!("jupyter_server {}: {e}", j.path))?;
+            let mut server_app = serde_json::Map::new();
+            server_app.insert("ip".into(), json!(j.ip));
+            server_app.insert("port".into(), json!(j.port));
+            server_app.insert("port_retries".into(), json!(0));
+            server_app.insert("open_browser".into(), json!(false));
+            if let Some(dir) = &j.root_dir {
+                server_app.insert("root_dir".into(), json!(dir));
+            }
+            Box::new(JupyterServer {
+                path: j.path.clone(),
+                user: j.user.clone(),
+                server_app,
+                password,
+                token_file: j.token_file.clone(),
+            })
+        }
+        ResourceSpec::DaskConfig(d) => Box::new(DaskConfig::new(d)),
         // Validation has checked that both versions parse.
         ResourceSpec::Gpu(g) => Box::new(GpuCheck {
             name: g.name.clone(),

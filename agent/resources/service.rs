@@ -166,6 +166,7 @@ pub fn supervised(spec: &Spec, host: &Host) -> std::result::Result<ServiceSpec, 
                 url: h.url.clone(),
                 status: h.status.unwrap_or(200),
                 body_contains: h.body_contains.clone(),
+                token_file: h.token_file.as_deref().map(resolve).transpose()?,
             }
         } else if let Some(path) = &p.file {
             Check::File {

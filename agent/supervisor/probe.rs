@@ -9,7 +9,7 @@
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,11 +20,13 @@ use super::process::{ProcessSpec, command_as};
 pub enum Check {
     /// A TCP connection to `addr` (`host:port`) is accepted.
     Tcp { addr: String },
-    /// `GET url` answers with `status`, and the body contains `body_contains` if given.
+    /// `GET url` answers with `status`, and the body contains `body_contains` if given; with
+    /// `token_file`, the request carries `Authorization: token <the file's first line>`.
     Http {
         url: String,
         status: u16,
         body_contains: Option<String>,
+        token_file: Option<PathBuf>,
     },
     /// The file exists.
     File { path: PathBuf },
@@ -69,7 +71,8 @@ impl Check {
                 url,
                 status,
                 body_contains,
-            } => http_get(url, timeout).and_then(|(got, body)| {
+                token_file,
+            } => http_get(url, token_file.as_deref(), timeout).and_then(|(got, body)| {
                 if got != *status {
                     return Err(format!("GET {url}: status {got}, expected {status}"));
                 }
@@ -112,6 +115,47 @@ impl Check {
     }
 }
 
+impl Check {
+    /// The `host:port` a TCP or HTTP check connects to, if it is one of those.
+    pub fn address(&self) -> Option<String> {
+        match self {
+            Check::Tcp { addr } => Some(addr.clone()),
+            Check::Http { url, .. } => {
+                let (scheme, rest) = url.split_once("://")?;
+                let authority = rest.split(['/', '?', '#']).next()?;
+                let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+                let has_port = match authority.strip_prefix('[') {
+                    Some(v6) => v6.contains("]:"),
+                    None => authority.contains(':'),
+                };
+                Some(if has_port {
+                    authority.to_owned()
+                } else {
+                    let port = if scheme == "https" { 443 } else { 80 };
+                    format!("{authority}:{port}")
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Before a start: why the service must not be started because something else already
+    /// answers where its readiness check looks (it would make the new process look ready while
+    /// the other one answers, and the new one fail to bind), if so. Only TCP and HTTP checks
+    /// have a place to look; an address that does not resolve is left to the check itself.
+    pub fn taken(&self) -> Option<String> {
+        let addr = self.address()?;
+        let sock = resolve(&addr).ok()?;
+        TcpStream::connect_timeout(&sock, Duration::from_millis(250))
+            .ok()
+            .map(|_| {
+                format!(
+                    "{addr}, where its readiness check looks, is already in use by another process; not started (free the port or give the service another one)"
+                )
+            })
+    }
+}
+
 impl std::fmt::Display for Check {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -134,10 +178,25 @@ fn resolve(addr: &str) -> Result<SocketAddr, String> {
 /// The largest response body read; health endpoints are small.
 const MAX_RESPONSE: u64 = 1 << 20;
 
-/// `GET url` (http or https, no redirects followed); returns the status and the body.
-fn http_get(url: &str, timeout: Duration) -> Result<(u16, String), String> {
-    let answer = crate::http::get(crate::http::Get::new(url, timeout, MAX_RESPONSE))
-        .map_err(|e| e.to_string())?;
+/// `GET url` (http or https, no redirects followed), with the token of `token_file` if given;
+/// returns the status and the body. The token never appears in an error.
+fn http_get(
+    url: &str,
+    token_file: Option<&Path>,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
+    let mut get = crate::http::Get::new(url, timeout, MAX_RESPONSE);
+    if let Some(path) = token_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
+        let token = text.lines().next().unwrap_or("").trim();
+        if token.is_empty() {
+            return Err(format!("the token file {} is empty", path.display()));
+        }
+        get.headers
+            .push(("authorization", format!("token {token}")));
+    }
+    let answer = crate::http::get(get).map_err(|e| e.to_string())?;
     Ok((
         answer.status,
         String::from_utf8_lossy(&answer.body).into_owned(),

@@ -112,6 +112,9 @@ pub struct ServiceStatus {
     pub pid: Option<u32>,
     pub restarts: u32,
     pub last_exit: Option<Exit>,
+    /// Why the last start could not be made (the program is missing, the port is taken), until
+    /// a start succeeds.
+    pub last_error: Option<String>,
     /// When the state last changed.
     pub since: SystemTime,
 }
@@ -378,6 +381,7 @@ struct Slot {
     state: State,
     spawns: u32,
     last_exit: Option<Exit>,
+    last_error: Option<String>,
     since: SystemTime,
 }
 
@@ -398,6 +402,7 @@ impl Slot {
             state,
             spawns: 0,
             last_exit: None,
+            last_error: None,
             since: SystemTime::now(),
         }
     }
@@ -420,6 +425,7 @@ impl Slot {
             pid: self.run.as_ref().map(|r| r.process.pid()),
             restarts: self.spawns.saturating_sub(1),
             last_exit: self.last_exit,
+            last_error: self.last_error.clone(),
             since: self.since,
         }
     }
@@ -773,12 +779,24 @@ impl Loop {
         if !self.waited(i, now) {
             return;
         }
+        if let Some(reason) = self.slots[i]
+            .spec
+            .readiness
+            .as_ref()
+            .and_then(|p| p.check.taken())
+        {
+            self.event(i, EventKind::SpawnFailed(reason.clone()));
+            self.slots[i].backoff.started(now);
+            self.spawn_failed(i, reason, false, now);
+            return;
+        }
         let slot = &mut self.slots[i];
         let log_start = std::fs::metadata(&slot.spec.process.log.path).map_or(0, |m| m.len());
         slot.backoff.started(now);
         match Process::spawn(&slot.spec.process) {
             Ok(process) => {
                 slot.spawns += 1;
+                slot.last_error = None;
                 let pid = process.pid();
                 let wake = self.wake.clone();
                 process.on_exit(move || {
@@ -818,6 +836,7 @@ impl Loop {
     /// trips. Running as root without `allow_root` is refused for good.
     fn spawn_failed(&mut self, i: usize, reason: String, refused: bool, now: Instant) {
         let slot = &mut self.slots[i];
+        slot.last_error = Some(reason.clone());
         let decision = if refused {
             Decision::Stay
         } else {
