@@ -30,7 +30,7 @@
 
 mod common;
 
-use common::netns::{Lan, Node, NodeOptions, PATH, cmdline, live_pids, run_limited};
+use common::netns::{Lan, Node, NodeOptions, PATH, cmdline, live_pids, run_limited, wait};
 
 use std::collections::BTreeMap;
 use std::net::TcpStream;
@@ -112,20 +112,6 @@ fn controller_main(n: &Node) -> Vec<u32> {
         .collect()
 }
 
-/// `provision status --json`'s entry for service `name` on node `n`.
-fn service_status(n: &Node, name: &str) -> Result<serde_json::Value, String> {
-    let (code, out, err) = n.provision(true, &["status", "--json"], STEP_LIMIT);
-    if code != 0 {
-        return Err(format!("provision status: {code} {err}"));
-    }
-    let json: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
-    json["services"]
-        .as_array()
-        .and_then(|s| s.iter().find(|s| s["name"] == name))
-        .cloned()
-        .ok_or_else(|| format!("no service {name} in {json}"))
-}
-
 /// A node of the manifest: the pip cache bound in, and the shared home (one folder of this
 /// machine) at /home/ipp.
 fn node(name: &str, address: &str, home: &Path) -> Node {
@@ -194,22 +180,6 @@ fn gate() -> Option<String> {
     None
 }
 
-/// Polls `f` until it gives `Ok`, failing with its last error (and `log`) after `limit`.
-#[track_caller]
-fn wait<T>(what: &str, limit: Duration, log: &Path, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(e) if Instant::now() > deadline => panic!(
-                "timed out ({limit:?}) waiting for {what}: {e}\n--- agent log\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            ),
-            Err(_) => std::thread::sleep(Duration::from_millis(250)),
-        }
-    }
-}
-
 /// A real ipyparallel Client on the controller, as ipp: how many engines, on which hosts (their
 /// own `socket.gethostname()`), and a map over all of them.
 const CLIENT_PY: &str = r#"
@@ -272,7 +242,7 @@ fn all_engines(
 /// The ipcluster service's status once it is ready again after a restart: `restarts` above
 /// `before`.
 fn ready_after(controller: &Node, before: u64) -> Result<serde_json::Value, String> {
-    let s = service_status(controller, "ipcluster")?;
+    let s = controller.service_status("ipcluster")?;
     if s["state"] == "ready" && s["restarts"].as_u64().unwrap_or(0) > before {
         Ok(s)
     } else {
@@ -428,7 +398,7 @@ fn ipyparallel_cluster_over_ssh_on_a_shared_home() {
         let started = Instant::now();
         let mut agent = agent.spawn().unwrap();
         let status = wait("ipcluster ready", BRINGUP_LIMIT, &log, || {
-            let s = service_status(&controller, "ipcluster")?;
+            let s = controller.service_status("ipcluster")?;
             if s["state"] == "ready" {
                 Ok(s)
             } else {

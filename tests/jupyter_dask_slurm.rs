@@ -36,7 +36,7 @@
 
 mod common;
 
-use common::netns::{Node, PATH, cmdline, run_limited};
+use common::netns::{Node, cmdline, run_limited, unavailable, wait};
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -67,36 +67,16 @@ fn venv() -> PathBuf {
 
 /// Why the test cannot run here, if it cannot.
 fn gate() -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some(
-            "needs root (namespaces, users, chroot, SLURM daemons); CI runs as root".into(),
-        );
-    }
-    let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
-    if !fs
-        .lines()
-        .any(|l| l.split_whitespace().last() == Some("overlay"))
-    {
-        return Some("no overlayfs in /proc/filesystems".into());
-    }
-    for tool in [
+    if let Some(why) = unavailable(&[
         "munged",
         "slurmctld",
         "slurmd",
         "sbatch",
         "squeue",
         "scancel",
-        "ip",
-        "unshare",
-        "nsenter",
-        "chroot",
         "runuser",
-    ] {
-        if !PATH.split(':').any(|d| Path::new(d).join(tool).exists()) {
-            return Some(format!(
-                "no {tool} in {PATH} (.ci/run installs munge and slurm-wlm)"
-            ));
-        }
+    ]) {
+        return Some(format!("{why} (.ci/run installs munge and slurm-wlm)"));
     }
     if !venv().join("bin/jupyter-lab").exists() || !target().join("jupyter-wheels").is_dir() {
         return Some(format!(
@@ -189,36 +169,6 @@ fn lab_log(n: &Node, why: String) -> String {
     let tail: Vec<&str> = text.lines().rev().take(30).collect();
     let tail: Vec<&str> = tail.into_iter().rev().collect();
     format!("{why}\n--- jupyterlab.log (end)\n{}", tail.join("\n"))
-}
-
-/// `provision status --json`'s entry for service `name`.
-fn service_status(n: &Node, name: &str) -> Result<serde_json::Value, String> {
-    let (code, out, err) = n.provision(true, &["status", "--json"], STEP_LIMIT);
-    if code != 0 {
-        return Err(format!("provision status: {code} {err}"));
-    }
-    let json: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
-    json["services"]
-        .as_array()
-        .and_then(|s| s.iter().find(|s| s["name"] == name))
-        .cloned()
-        .ok_or_else(|| format!("no service {name} in {json}"))
-}
-
-/// Polls `f` until it gives `Ok`, failing with its last error (and `log`) after `limit`.
-#[track_caller]
-fn wait<T>(what: &str, limit: Duration, log: &Path, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(e) if Instant::now() > deadline => panic!(
-                "timed out ({limit:?}) waiting for {what}: {e}\n--- log\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            ),
-            Err(_) => std::thread::sleep(Duration::from_millis(250)),
-        }
-    }
 }
 
 /// Starts munged, slurmctld and slurmd in the node (they die with it), and waits until the node
@@ -431,7 +381,7 @@ fn jupyterlab_and_dask_on_a_real_slurm_from_one_manifest() {
     let started = Instant::now();
     let agent = start_agent(&n, m, &log);
     wait("jupyterlab ready", BRINGUP_LIMIT, &log, || {
-        let s = service_status(&n, "jupyterlab").map_err(|e| lab_log(&n, e))?;
+        let s = n.service_status("jupyterlab").map_err(|e| lab_log(&n, e))?;
         if s["state"] == "ready" {
             Ok(s)
         } else {
@@ -615,7 +565,7 @@ fn jupyterlab_and_dask_on_a_real_slurm_from_one_manifest() {
     let log2 = n.tmp.path().join("agent2.log");
     let agent = start_agent(&n, m, &log2);
     let why = wait("jupyterlab refused", BRINGUP_LIMIT, &log2, || {
-        let s = service_status(&n, "jupyterlab")?;
+        let s = n.service_status("jupyterlab")?;
         let text = s.to_string();
         if text.contains("already in use") {
             Ok(text)

@@ -30,7 +30,7 @@
 
 mod common;
 
-use common::netns::{Node, NodeOptions, PATH, cmdline, live_pids, mnt_ns, run_limited};
+use common::netns::{Node, NodeOptions, PATH, cmdline, live_pids, mnt_ns, run_limited, wait};
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -282,27 +282,6 @@ fn http(method: &str, port: u16, path: &str, body: &[u8]) -> Result<(u16, Vec<u8
         return Ok((status, out));
     }
     Ok((status, body.to_vec()))
-}
-
-/// Polls `f` until it gives `Ok`, failing with its last error after `limit`.
-#[track_caller]
-fn wait<T>(
-    what: &str,
-    limit: Duration,
-    agent_log: &Path,
-    mut f: impl FnMut() -> Result<T, String>,
-) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(e) if Instant::now() > deadline => panic!(
-                "timed out ({limit:?}) waiting for {what}: {e}\n--- agent log\n{}",
-                std::fs::read_to_string(agent_log).unwrap_or_default()
-            ),
-            Err(_) => std::thread::sleep(Duration::from_millis(250)),
-        }
-    }
 }
 
 fn put_and_get(name: &str) -> Result<(), String> {
@@ -700,22 +679,8 @@ except Exception as e:
     sys.exit(1)
 "#;
 
-/// What the PYME nodes add to a [`Node`]: their HTTP requests and the agent's status.
+/// What the PYME nodes add to a [`Node`]: their HTTP requests.
 impl Node {
-    /// The agent's own status of service `name` (`provision status --json` on the node).
-    fn service_status(&self, name: &str) -> Result<serde_json::Value, String> {
-        let (code, out, err) = self.provision(true, &["status", "--json"], STEP_LIMIT);
-        if code != 0 {
-            return Err(format!("provision status: {code} {err}"));
-        }
-        let json: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
-        json["services"]
-            .as_array()
-            .and_then(|s| s.iter().find(|s| s["name"] == name))
-            .cloned()
-            .ok_or_else(|| format!("no service {name} in {json}"))
-    }
-
     /// GET `http://127.0.0.1:PORT/PATH` inside the node's network namespace.
     fn get(&self, port: u16, path: &str) -> Result<(u16, Vec<u8>), String> {
         self.request("GET", port, path, b"")

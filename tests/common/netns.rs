@@ -130,6 +130,29 @@ pub fn unavailable(tools: &[&str]) -> Option<String> {
     None
 }
 
+/// Polls `f` every 250 ms until it gives `Ok`; after `limit`, fails the test with its last error
+/// and the file `log` (an agent's log, say).
+#[track_caller]
+pub fn wait<T>(
+    what: &str,
+    limit: Duration,
+    log: &Path,
+    mut f: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) if Instant::now() > deadline => panic!(
+                "timed out ({limit:?}) waiting for {what}: {e}\n--- {}\n{}",
+                log.display(),
+                std::fs::read_to_string(log).unwrap_or_default()
+            ),
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
+}
+
 /// What a node sees besides the machine's own files.
 #[derive(Default)]
 pub struct NodeOptions<'a> {
@@ -331,6 +354,20 @@ impl Node {
         let mut cmd = self.command(net, env!("CARGO_BIN_EXE_provision"));
         cmd.args(args);
         run_limited(cmd, &format!("provision {args:?} on {}", self.name), limit)
+    }
+
+    /// `provision status --json`'s entry for service `name` on this node.
+    pub fn service_status(&self, name: &str) -> Result<serde_json::Value, String> {
+        let (code, out, err) = self.provision(true, &["status", "--json"], SETUP_LIMIT);
+        if code != 0 {
+            return Err(format!("provision status: {code} {err}"));
+        }
+        let json: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+        json["services"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["name"] == name))
+            .cloned()
+            .ok_or_else(|| format!("no service {name} in {json}"))
     }
 
     /// The processes in the node's namespaces, its init and `unshare` (the holder) excepted.
