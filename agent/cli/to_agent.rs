@@ -268,14 +268,7 @@ pub fn exit_code(outcome: &Outcome, detailed: bool) -> u8 {
         || !s.started.is_empty()
         || !s.restarted.is_empty()
         || !s.stopped.is_empty();
-    match (detailed, changed, failed) {
-        (false, _, true) => 4,
-        (false, _, false) => 0,
-        (true, false, false) => 0,
-        (true, true, false) => 2,
-        (true, false, true) => 4,
-        (true, true, true) => 6,
-    }
+    crate::engine::report::exit_code(detailed, changed, failed)
 }
 
 #[cfg(test)]

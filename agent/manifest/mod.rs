@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use locate::{LocationIndex, Position};
-pub use select::{NodeSelection, SelectError};
+pub use select::{NodeSelection, SelectError, applies_to};
 
 use model::{Cluster, CondaSettings, Node, ResourceSpec};
 

@@ -27,9 +27,15 @@ pub enum SelectError {
 /// named nodes and to nodes with one of the named roles.
 pub fn applies(spec: &ResourceSpec, node: &Node) -> bool {
     let scope = spec.scope();
-    (scope.roles.is_empty() && scope.nodes.is_empty())
-        || scope.nodes.contains(&node.name)
-        || scope.roles.iter().any(|r| node.roles.contains(r))
+    applies_to(scope.roles, scope.nodes, node)
+}
+
+/// The one "applies to this node" rule, for resources and for the `conda:` settings: with no
+/// `roles` and no `nodes`, every node; else the nodes named and those with one of the roles.
+pub fn applies_to(roles: &[String], nodes: &[String], node: &Node) -> bool {
+    (roles.is_empty() && nodes.is_empty())
+        || nodes.contains(&node.name)
+        || roles.iter().any(|r| node.roles.contains(r))
 }
 
 /// A set of nodes (indices into [`Manifest::nodes`]) as one bit per node: at the limits (10,000

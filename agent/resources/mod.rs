@@ -111,11 +111,7 @@ pub fn build(m: &Manifest, sel: &NodeSelection<'_>, facts: &Facts) -> Vec<Step> 
 /// The `conda:` settings, if they apply to this node.
 fn conda_here<'m>(m: &'m Manifest, sel: &NodeSelection<'_>) -> Option<&'m CondaSettings> {
     let c = m.conda_settings()?;
-    let node = sel.node;
-    let applies = (c.roles.is_empty() && c.nodes.is_empty())
-        || c.nodes.contains(&node.name)
-        || c.roles.iter().any(|r| node.roles.contains(r));
-    applies.then_some(c)
+    crate::manifest::applies_to(&c.roles, &c.nodes, sel.node).then_some(c)
 }
 
 /// The base installation provision makes at the conda root, if `conda: base:` names packages.
