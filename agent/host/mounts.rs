@@ -37,18 +37,45 @@ impl Mounted {
     }
 }
 
+/// Decodes `\ooo` octal escapes (as `/proc/self/mountinfo` and fstab write them); anything else
+/// is kept as it is.
+pub fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let value = bytes[i + 1..i + 4]
+                .iter()
+                .fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
+            if let Ok(byte) = u8::try_from(value) {
+                out.push(byte);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn options(field: &str) -> Vec<String> {
     field
         .split(',')
         .filter(|o| !o.is_empty())
-        .map(crate::resources::fstab::unescape)
+        .map(unescape)
         .collect()
 }
 
 /// Parses mountinfo text. The fields after the optional ones are found from the ` - ` separator,
 /// as proc(5) says, since the optional fields vary in number. Malformed lines are skipped.
 pub fn parse(text: &str) -> Vec<Mounted> {
-    let unescape = crate::resources::fstab::unescape;
     text.lines()
         .filter_map(|line| {
             let (head, tail) = line.split_once(" - ")?;

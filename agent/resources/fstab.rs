@@ -36,33 +36,8 @@ pub fn escape(field: &str) -> String {
     out
 }
 
-/// Decodes `\ooo` octal escapes (as fstab and `/proc/self/mountinfo` write them); anything else
-/// is kept as it is.
-pub fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let value = bytes[i + 1..i + 4]
-                .iter()
-                .fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
-            if let Ok(byte) = u8::try_from(value) {
-                out.push(byte);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+/// fstab's decoding is mountinfo's: one routine, in the host layer that reads the mount table.
+pub use crate::host::mounts::unescape;
 
 impl Entry {
     /// The entry as an fstab line (no line ending).
